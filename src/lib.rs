@@ -1,0 +1,1 @@
+//! cdc-sidecar: SQL Server Change Tracking → Pulsar + Redis Pub/Sub.

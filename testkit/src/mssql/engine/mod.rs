@@ -1,0 +1,1 @@
+//! In-memory SQL engine with Change Tracking semantics (placeholder).

@@ -1,0 +1,113 @@
+//! The boundary between the TDS wire layer and the SQL engine: SQL Server's types,
+//! values, errors and the outcomes of a batch. Both sides depend on this file only.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
+
+/// A SQL Server column type, exactly as a real server would declare it in COLMETADATA.
+/// `None` lengths mean `(max)`, which the wire layer sends as PLP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlType {
+    Bit,
+    TinyInt,
+    SmallInt,
+    Int,
+    BigInt,
+    /// decimal(p, s) / numeric(p, s).
+    Decimal { precision: u8, scale: u8 },
+    Money,
+    Real,
+    Float,
+    /// char(n): single-byte, collation code page (Latin1_General_CI_AS → cp1252).
+    Char(u16),
+    /// varchar(n | max)
+    VarChar(Option<u16>),
+    /// nchar(n), n in characters.
+    NChar(u16),
+    /// nvarchar(n | max), n in characters.
+    NVarChar(Option<u16>),
+    /// binary(n)
+    Binary(u16),
+    /// varbinary(n | max)
+    VarBinary(Option<u16>),
+    Date,
+    /// time(scale)
+    Time(u8),
+    DateTime,
+    /// datetime2(scale)
+    DateTime2(u8),
+    /// datetimeoffset(scale)
+    DateTimeOffset(u8),
+    UniqueIdentifier,
+}
+
+/// One column of a result set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub ty: SqlType,
+    pub nullable: bool,
+}
+
+/// A value. The variant need not match the column's [`SqlType`] exactly in width
+/// (the wire layer encodes by the column type), but must be of the same family.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bit(bool),
+    /// Any integer type (tinyint..bigint).
+    Int(i64),
+    /// decimal/numeric: `value / 10^scale`.
+    Decimal { value: i128, scale: u8 },
+    /// money in units of 1/10,000.
+    Money(i64),
+    Float(f64),
+    /// char/varchar/nchar/nvarchar.
+    String(String),
+    /// binary/varbinary.
+    Binary(Vec<u8>),
+    Date(NaiveDate),
+    Time(NaiveTime),
+    /// datetime and datetime2.
+    DateTime(NaiveDateTime),
+    DateTimeOffset(DateTime<FixedOffset>),
+    Guid(uuid::Uuid),
+}
+
+/// A server error as SQL Server reports it in an ERROR token (MS-TDS 2.2.7.10).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Msg {number}, Level {class}, State {state}: {message}")]
+pub struct SqlError {
+    /// SQL Server's message number, e.g. 208 for "Invalid object name".
+    pub number: i32,
+    pub state: u8,
+    /// Severity. 16 for ordinary user errors, 14 for permission/login, 13 for deadlock.
+    pub class: u8,
+    pub message: String,
+    /// Line number within the batch (1-based), as SQL Server reports it.
+    pub line: u32,
+}
+
+impl SqlError {
+    /// Builds an error with state 1 and line 1.
+    pub fn new(number: i32, class: u8, message: impl Into<String>) -> Self {
+        Self { number, state: 1, class, message: message.into(), line: 1 }
+    }
+}
+
+/// What one statement of a batch produced, in order. The wire layer turns each into
+/// tokens: `Rows` → COLMETADATA + ROW/NBCROW… + DONE(count); `Done` → DONE (with
+/// count when `Some`); `Error` → ERROR + DONE(error flag).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Rows { columns: Vec<Column>, rows: Vec<Vec<Value>> },
+    Done { row_count: Option<u64> },
+    Error(SqlError),
+}
+
+/// A parameter of an RPC call (`sp_executesql`), as decoded from the wire: name
+/// including the leading `@`, e.g. `@P1`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub value: Value,
+}

@@ -1,0 +1,1 @@
+//! TDS 7.4 server (placeholder).

@@ -1,0 +1,1 @@
+//! Pulsar broker stand-in (placeholder).

@@ -1,0 +1,76 @@
+//! A real `redis-server` on a free loopback port, for tests and benchmarks. Redis is
+//! not stood in for: the real server is cheap to run, so we run it.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` child process, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisServerError {
+    #[error("could not start redis-server (install the Debian package `redis-server`): {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("redis-server did not accept connections on port {0} within 10 s")]
+    NotReady(u16),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl RedisServer {
+    /// Starts `redis-server` with no persistence on a free port and waits until it
+    /// accepts connections.
+    pub fn start() -> Result<Self, RedisServerError> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("testkit-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(RedisServerError::Spawn)?;
+        let server = Self { child, port, _dir: TempDir(dir) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(RedisServerError::NotReady(port));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
