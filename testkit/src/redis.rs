@@ -39,14 +39,27 @@ impl RedisServer {
         let dir = std::env::temp_dir().join(format!("testkit-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(RedisServerError::Spawn)?;
-        let server = Self { child, port, _dir: TempDir(dir) };
+        let server = Self {
+            child,
+            port,
+            _dir: TempDir(dir),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {

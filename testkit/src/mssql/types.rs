@@ -13,7 +13,10 @@ pub enum SqlType {
     Int,
     BigInt,
     /// decimal(p, s) / numeric(p, s).
-    Decimal { precision: u8, scale: u8 },
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
     Money,
     Real,
     Float,
@@ -57,7 +60,10 @@ pub enum Value {
     /// Any integer type (tinyint..bigint).
     Int(i64),
     /// decimal/numeric: `value / 10^scale`.
-    Decimal { value: i128, scale: u8 },
+    Decimal {
+        value: i128,
+        scale: u8,
+    },
     /// money in units of 1/10,000.
     Money(i64),
     Float(f64),
@@ -90,7 +96,13 @@ pub struct SqlError {
 impl SqlError {
     /// Builds an error with state 1 and line 1.
     pub fn new(number: i32, class: u8, message: impl Into<String>) -> Self {
-        Self { number, state: 1, class, message: message.into(), line: 1 }
+        Self {
+            number,
+            state: 1,
+            class,
+            message: message.into(),
+            line: 1,
+        }
     }
 }
 
@@ -99,8 +111,13 @@ impl SqlError {
 /// count when `Some`); `Error` → ERROR + DONE(error flag).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Rows { columns: Vec<Column>, rows: Vec<Vec<Value>> },
-    Done { row_count: Option<u64> },
+    Rows {
+        columns: Vec<Column>,
+        rows: Vec<Vec<Value>>,
+    },
+    Done {
+        row_count: Option<u64>,
+    },
     Error(SqlError),
 }
 
@@ -110,4 +127,39 @@ pub enum Outcome {
 pub struct Param {
     pub name: String,
     pub value: Value,
+}
+
+/// What the wire layer needs from a SQL engine. A trait because the wire layer's own
+/// tests drive it with a scripted fake, and the real engine ([`super::engine`]) is
+/// swapped in everywhere else.
+pub trait Backend: Send + Sync + 'static {
+    /// A logged-in connection's state (current database, open transaction, …).
+    type Session: BackendSession;
+
+    /// Checks SQL authentication and opens a session in `database` (the login's
+    /// default database when `None`). A bad user or password is error 18456
+    /// (`Login failed for user '…'.`, class 14, state 1); a missing or inaccessible
+    /// database is 4060 (`Cannot open database "…" requested by the login. The login
+    /// failed.`, class 11).
+    fn login(
+        &self,
+        user: &str,
+        password: &str,
+        database: Option<&str>,
+    ) -> Result<Self::Session, SqlError>;
+}
+
+/// One connection's session. Dropping it rolls back any open transaction.
+pub trait BackendSession: Send + 'static {
+    /// The current database name, reported in ENVCHANGE after login and after `USE`.
+    fn database(&self) -> String;
+
+    /// Runs a batch (SQL text with the RPC's parameters, none for a SQL batch) and
+    /// returns one outcome per statement, in order. Execution stops at the first
+    /// error whose class aborts the batch, as SQL Server does.
+    fn execute(&mut self, sql: &str, params: &[Param]) -> Vec<Outcome>;
+
+    /// Whether a transaction is open (the wire layer reports it in ENVCHANGE
+    /// begin/commit/rollback transaction tokens, which tiberius tracks).
+    fn in_transaction(&self) -> bool;
 }
