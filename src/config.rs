@@ -35,7 +35,10 @@ pub enum ConfigError {
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field: field.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// A secret string: never printed by `Debug` or `Display`, so a config dump or an
@@ -470,7 +473,9 @@ fn default_listen() -> SocketAddr {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: default_listen() }
+        Self {
+            listen: default_listen(),
+        }
     }
 }
 
@@ -503,7 +508,10 @@ fn default_level() -> String {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: default_level(), format: LogFormat::Text }
+        Self {
+            level: default_level(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -531,11 +539,7 @@ impl Config {
     }
 
     fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
-        fn read(
-            field: &str,
-            file: &Option<PathBuf>,
-            value: &mut Option<Secret>,
-        ) -> Result<(), ConfigError> {
+        fn read(field: &str, file: &Option<PathBuf>, value: &mut Option<Secret>) -> Result<(), ConfigError> {
             if let Some(path) = file {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
                     field: field.into(),
@@ -546,9 +550,21 @@ impl Config {
             }
             Ok(())
         }
-        read("source.password_file", &self.source.password_file, &mut self.source.password)?;
-        read("checkpoint.password_file", &self.checkpoint.password_file, &mut self.checkpoint.password)?;
-        read("sinks.pulsar.token_file", &self.sinks.pulsar.token_file, &mut self.sinks.pulsar.token)?;
+        read(
+            "source.password_file",
+            &self.source.password_file,
+            &mut self.source.password,
+        )?;
+        read(
+            "checkpoint.password_file",
+            &self.checkpoint.password_file,
+            &mut self.checkpoint.password,
+        )?;
+        read(
+            "sinks.pulsar.token_file",
+            &self.sinks.pulsar.token_file,
+            &mut self.sinks.pulsar.token,
+        )?;
         read(
             "sinks.redis_pubsub.password_file",
             &self.sinks.redis_pubsub.password_file,
@@ -601,7 +617,10 @@ impl Config {
         for (i, t) in self.tables.iter().enumerate() {
             let field = format!("tables[{i}].name");
             let Some((schema, table)) = t.name.split_once('.') else {
-                return Err(invalid(field, format!("{:?} must be schema.table, e.g. dbo.Orders", t.name)));
+                return Err(invalid(
+                    field,
+                    format!("{:?} must be schema.table, e.g. dbo.Orders", t.name),
+                ));
             };
             for part in [schema, table] {
                 validate_identifier(part).map_err(|reason| invalid(&field, format!("{:?}: {reason}", t.name)))?;
@@ -611,20 +630,30 @@ impl Config {
             }
             if let Some(columns) = &t.columns {
                 if columns.is_empty() {
-                    return Err(invalid(format!("tables[{i}].columns"), "omit it for all columns, or list at least one"));
+                    return Err(invalid(
+                        format!("tables[{i}].columns"),
+                        "omit it for all columns, or list at least one",
+                    ));
                 }
                 for c in columns {
-                    validate_identifier(c).map_err(|reason| invalid(format!("tables[{i}].columns"), format!("{c:?}: {reason}")))?;
+                    validate_identifier(c)
+                        .map_err(|reason| invalid(format!("tables[{i}].columns"), format!("{c:?}: {reason}")))?;
                 }
             }
         }
         let sinks = &self.sinks;
         if !sinks.pulsar.enabled && !sinks.redis_pubsub.enabled {
-            return Err(invalid("sinks", "enable at least one of sinks.pulsar and sinks.redis_pubsub"));
+            return Err(invalid(
+                "sinks",
+                "enable at least one of sinks.pulsar and sinks.redis_pubsub",
+            ));
         }
         if sinks.pulsar.enabled {
             if !(sinks.pulsar.url.starts_with("pulsar://") || sinks.pulsar.url.starts_with("pulsar+ssl://")) {
-                return Err(invalid("sinks.pulsar.url", "must start with pulsar:// or pulsar+ssl://"));
+                return Err(invalid(
+                    "sinks.pulsar.url",
+                    "must start with pulsar:// or pulsar+ssl://",
+                ));
             }
             validate_template("sinks.pulsar.topic", &sinks.pulsar.topic)?;
             if sinks.pulsar.send_timeout_ms == 0 {
@@ -639,8 +668,7 @@ impl Config {
         if self.checkpoint.key_prefix.is_empty() {
             return Err(invalid("checkpoint.key_prefix", "must not be empty"));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| invalid("log.level", e.to_string()))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| invalid("log.level", e.to_string()))?;
         Ok(())
     }
 }
@@ -666,21 +694,32 @@ fn validate_template(field: &str, template: &str) -> Result<(), ConfigError> {
         };
         let name = &rest[start + 1..start + len];
         if !matches!(name, "database" | "schema" | "table") {
-            return Err(invalid(field, format!("unknown placeholder {{{name}}}; use {{database}}, {{schema}}, {{table}}")));
+            return Err(invalid(
+                field,
+                format!("unknown placeholder {{{name}}}; use {{database}}, {{schema}}, {{table}}"),
+            ));
         }
         rest = &rest[start + len + 1..];
     }
     if !template.contains("{table}") {
-        return Err(invalid(field, "must contain {table}, or every table would share one stream"));
+        return Err(invalid(
+            field,
+            "must contain {table}, or every table would share one stream",
+        ));
     }
     Ok(())
 }
 
 fn validate_redis_url(field: &str, url: &str) -> Result<(), ConfigError> {
-    redis::Client::open(url).map(|_| ()).map_err(|e| invalid(field, e.to_string()))
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| invalid(field, e.to_string()))
 }
 
 /// Fills a topic or channel template for one table.
 pub fn render_template(template: &str, database: &str, schema: &str, table: &str) -> String {
-    template.replace("{database}", database).replace("{schema}", schema).replace("{table}", table)
+    template
+        .replace("{database}", database)
+        .replace("{schema}", schema)
+        .replace("{table}", table)
 }
