@@ -7,6 +7,7 @@
 //! subscription module (below) does the per-subscription bookkeeping.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -137,6 +138,8 @@ pub(crate) struct Broker {
     state: Mutex<State>,
     /// bumped on every stored entry, so tests can wait for messages without polling
     stored: watch::Sender<u64>,
+    /// CONNECTs refused for a wrong or missing token
+    auth_refusals: AtomicU64,
 }
 
 impl Broker {
@@ -144,6 +147,7 @@ impl Broker {
         Broker {
             state: Mutex::new(State::default()),
             stored: watch::Sender::new(0),
+            auth_refusals: AtomicU64::new(0),
         }
     }
 
@@ -151,6 +155,14 @@ impl Broker {
     /// still the best information available, so keep serving it.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn count_auth_refusal(&self) {
+        self.auth_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn auth_refusals(&self) -> u64 {
+        self.auth_refusals.load(Ordering::Relaxed)
     }
 
     pub fn subscribe_stored(&self) -> watch::Receiver<u64> {

@@ -78,7 +78,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: ConnectionContext) -> Result<(
     let mut framed = Framed::new(stream, codec);
     let connected = tokio::select! {
         _ = ctx.cancel.cancelled() => return Ok(()),
-        r = handshake(&mut framed, &ctx.config) => r?,
+        r = handshake(&mut framed, &ctx.config, &ctx.broker) => r?,
     };
     if !connected {
         return Ok(());
@@ -117,6 +117,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: ConnectionContext) -> Result<(
 async fn handshake(
     framed: &mut Framed<TcpStream, FrameCodec>,
     config: &PulsarStandinConfig,
+    broker: &Broker,
 ) -> Result<bool, ConnectionError> {
     let first = tokio::time::timeout(config.handshake_timeout, framed.next())
         .await
@@ -133,6 +134,7 @@ async fn handshake(
         let data = connect.auth_data.as_deref().unwrap_or_default();
         if method != "token" || data != token.as_bytes() {
             warn!(client = %connect.client_version, method, "authentication refused");
+            broker.count_auth_refusal();
             let refusal = Refusal {
                 error: ServerError::AuthenticationError,
                 message: "Failed to authenticate: invalid or missing token".into(),

@@ -242,6 +242,11 @@ impl PulsarStandin {
         self.shared.broker.backlog(&name, subscription)
     }
 
+    /// CONNECTs refused because of a wrong or missing token.
+    pub fn auth_refusals(&self) -> u64 {
+        self.shared.broker.auth_refusals()
+    }
+
     /// Client connections currently open.
     pub fn connections(&self) -> usize {
         *self.shared.connections.count.borrow()
