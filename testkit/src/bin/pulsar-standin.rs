@@ -24,7 +24,7 @@ struct Args {
     /// URL answered to topic lookups (default: pulsar:// + the address the client reached).
     #[arg(long, env = "PULSAR_STANDIN_ADVERTISED_URL")]
     advertised_url: Option<String>,
-    /// Seconds of client silence before a ping (and as long again before closing).
+    /// Seconds between keep-alive pings; a client silent between two pings is dropped.
     #[arg(long, default_value_t = 30)]
     keep_alive_secs: u64,
 }

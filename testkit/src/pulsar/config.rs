@@ -19,8 +19,8 @@ pub struct PulsarStandinConfig {
     /// Largest message announced in CONNECTED; larger frames close the connection, as
     /// a broker does (Pulsar's default is 5 MiB).
     pub max_message_size: usize,
-    /// The stand-in pings a client after this much silence and closes the
-    /// connection if nothing (not even a PONG) arrives within another period.
+    /// Interval of the stand-in's PINGs; a connection that sends nothing (not even a
+    /// PONG) between two of them is closed, as a broker does.
     pub keep_alive: Duration,
     /// Time a new connection has to send CONNECT.
     pub handshake_timeout: Duration,

@@ -264,7 +264,9 @@ impl Session {
     async fn run(&mut self, mut source: Source, ctx: &ConnectionContext) -> Result<(), ConnectionError> {
         let period = ctx.config.keep_alive;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        let mut heard = false;
+        // As a broker does: ping every period, and close if the previous ping got no
+        // answer (any frame counts as one).
+        let mut awaiting_pong = false;
         loop {
             tokio::select! {
                 _ = ctx.cancel.cancelled() => {
@@ -272,11 +274,11 @@ impl Session {
                     return Ok(());
                 }
                 _ = ticker.tick() => {
-                    if !heard {
-                        warn!(connection = self.id, "no traffic for a keep-alive period, closing");
+                    if awaiting_pong {
+                        warn!(connection = self.id, "no answer to a keep-alive ping, closing");
                         return Ok(());
                     }
-                    heard = false;
+                    awaiting_pong = true;
                     self.send(OutFrame::command(BaseCommand {
                         r#type: Type::Ping as i32,
                         ping: Some(CommandPing {}),
@@ -285,7 +287,7 @@ impl Session {
                 }
                 frame = source.next() => {
                     let Some(frame) = frame else { return Ok(()) };
-                    heard = true;
+                    awaiting_pong = false;
                     if let Step::Close(why) = self.handle(frame?) {
                         warn!(connection = self.id, why, "closing the connection");
                         return Ok(());
