@@ -74,8 +74,14 @@ async fn accepts_the_configured_token() {
 async fn refuses_a_wrong_token_with_authentication_error() {
     let standin = standin_with_token().await;
     let started = std::time::Instant::now();
-    assert_refused(&standin, client_with(&standin.url(), Some("not-the-token")).await);
-    assert!(started.elapsed() < Duration::from_secs(2), "refused without retrying");
+    assert_refused(
+        &standin,
+        client_with(&standin.url(), Some("not-the-token")).await,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused without retrying"
+    );
     assert_eq!(standin.topics(), Vec::<String>::new());
     standin.shutdown().await;
 }

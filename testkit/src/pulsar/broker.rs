@@ -99,16 +99,18 @@ impl State {
             _ => -1,
         };
         let next_ledger = &mut self.next_ledger;
-        self.topics.entry(name.as_str().to_string()).or_insert_with(|| {
-            *next_ledger += 1;
-            Topic {
-                ledger_id: *next_ledger,
-                partition,
-                entries: Vec::new(),
-                subscriptions: BTreeMap::new(),
-                stats: TopicStats::default(),
-            }
-        })
+        self.topics
+            .entry(name.as_str().to_string())
+            .or_insert_with(|| {
+                *next_ledger += 1;
+                Topic {
+                    ledger_id: *next_ledger,
+                    partition,
+                    entries: Vec::new(),
+                    subscriptions: BTreeMap::new(),
+                    stats: TopicStats::default(),
+                }
+            })
     }
 
     fn refuse_partitioned(&self, name: &TopicName) -> Result<(), Refusal> {
@@ -228,7 +230,10 @@ impl Broker {
                 .send_error
                 .unwrap_or(ServerError::PersistenceError);
             state.topic(topic).stats.send_errors += 1;
-            return Err(Refusal::new(error, "could not store the message (injected fault)"));
+            return Err(Refusal::new(
+                error,
+                "could not store the message (injected fault)",
+            ));
         }
         let t = state.topic(topic);
         let entry = StoredEntry {
@@ -315,8 +320,17 @@ impl Broker {
         t.dispatch();
     }
 
-    pub fn flow(&self, topic: &TopicName, sub: &str, connection: u64, consumer_id: u64, permits: u32) {
-        self.with_subscription(topic, sub, |s, _, _| s.flow(connection, consumer_id, permits));
+    pub fn flow(
+        &self,
+        topic: &TopicName,
+        sub: &str,
+        connection: u64,
+        consumer_id: u64,
+        permits: u32,
+    ) {
+        self.with_subscription(topic, sub, |s, _, _| {
+            s.flow(connection, consumer_id, permits)
+        });
     }
 
     pub fn ack(&self, topic: &TopicName, sub: &str, ids: &[MessageIdData], cumulative: bool) {
@@ -326,8 +340,17 @@ impl Broker {
         });
     }
 
-    pub fn redeliver(&self, topic: &TopicName, sub: &str, connection: u64, consumer_id: u64, ids: &[MessageIdData]) {
-        self.with_subscription(topic, sub, |s, _, _| s.redeliver(connection, consumer_id, ids));
+    pub fn redeliver(
+        &self,
+        topic: &TopicName,
+        sub: &str,
+        connection: u64,
+        consumer_id: u64,
+        ids: &[MessageIdData],
+    ) {
+        self.with_subscription(topic, sub, |s, _, _| {
+            s.redeliver(connection, consumer_id, ids)
+        });
     }
 
     pub fn close_consumer(&self, topic: &TopicName, sub: &str, connection: u64, consumer_id: u64) {
@@ -344,7 +367,13 @@ impl Broker {
         t.dispatch();
     }
 
-    pub fn unsubscribe(&self, topic: &TopicName, sub: &str, connection: u64, consumer_id: u64) -> Result<(), Refusal> {
+    pub fn unsubscribe(
+        &self,
+        topic: &TopicName,
+        sub: &str,
+        connection: u64,
+        consumer_id: u64,
+    ) -> Result<(), Refusal> {
         let mut state = self.lock();
         let Some(t) = state.topics.get_mut(topic.as_str()) else {
             return Ok(());
@@ -388,7 +417,12 @@ impl Broker {
         }
     }
 
-    pub fn topics_in_namespace(&self, namespace: &str, persistent: bool, non_persistent: bool) -> Vec<String> {
+    pub fn topics_in_namespace(
+        &self,
+        namespace: &str,
+        persistent: bool,
+        non_persistent: bool,
+    ) -> Vec<String> {
         self.lock()
             .topics
             .keys()

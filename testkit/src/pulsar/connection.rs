@@ -15,14 +15,15 @@ use std::time::Instant;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use pulsar::proto::{
-    base_command::Type, command_ack::AckType, command_get_topics_of_namespace::Mode,
+    base_command::Type,
+    command_ack::AckType,
+    command_get_topics_of_namespace::Mode,
     command_lookup_topic_response, command_partitioned_topic_metadata_response,
     command_subscribe::{InitialPosition, SubType},
     BaseCommand, CommandAckResponse, CommandConnected, CommandError,
     CommandGetLastMessageIdResponse, CommandGetSchemaResponse, CommandGetTopicsOfNamespaceResponse,
-    CommandLookupTopicResponse, CommandPartitionedTopicMetadataResponse, CommandPing,
-    CommandPong, CommandProducerSuccess, CommandSendError, CommandSendReceipt, CommandSuccess,
-    ServerError,
+    CommandLookupTopicResponse, CommandPartitionedTopicMetadataResponse, CommandPing, CommandPong,
+    CommandProducerSuccess, CommandSendError, CommandSendReceipt, CommandSuccess, ServerError,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -71,7 +72,10 @@ pub(crate) struct ConnectionContext {
 
 /// Serves one accepted socket until the client leaves, the protocol is violated,
 /// or `ctx.cancel` fires.
-pub(crate) async fn serve(stream: TcpStream, ctx: ConnectionContext) -> Result<(), ConnectionError> {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    ctx: ConnectionContext,
+) -> Result<(), ConnectionError> {
     let local = stream.local_addr()?;
     let _ = stream.set_nodelay(true);
     let codec = FrameCodec::new(ctx.config.max_message_size + FRAME_OVERHEAD);
@@ -153,7 +157,8 @@ async fn handshake(
         .send(OutFrame::command(BaseCommand {
             r#type: Type::Connected as i32,
             connected: Some(CommandConnected {
-                server_version: concat!("testkit-pulsar-standin-", env!("CARGO_PKG_VERSION")).into(),
+                server_version: concat!("testkit-pulsar-standin-", env!("CARGO_PKG_VERSION"))
+                    .into(),
                 protocol_version: Some(version),
                 max_message_size: Some(config.max_message_size as i32),
             }),
@@ -164,7 +169,11 @@ async fn handshake(
 }
 
 /// Writes queued frames, flushing when the queue runs dry.
-async fn write_loop(mut sink: Sink, mut rx: UnboundedReceiver<OutFrame>, closing: CancellationToken) {
+async fn write_loop(
+    mut sink: Sink,
+    mut rx: UnboundedReceiver<OutFrame>,
+    closing: CancellationToken,
+) {
     let write = async {
         while let Some(frame) = rx.recv().await {
             sink.feed(frame).await?;
@@ -261,7 +270,11 @@ impl Session {
         let _ = self.out.send(frame);
     }
 
-    async fn run(&mut self, mut source: Source, ctx: &ConnectionContext) -> Result<(), ConnectionError> {
+    async fn run(
+        &mut self,
+        mut source: Source,
+        ctx: &ConnectionContext,
+    ) -> Result<(), ConnectionError> {
         let period = ctx.config.keep_alive;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         // As a broker does: ping every period, and close if the previous ping got no
@@ -316,12 +329,16 @@ impl Session {
                 Ok(topic) => CommandPartitionedTopicMetadataResponse {
                     partitions: Some(self.broker.partitions(&topic)),
                     request_id: p.request_id,
-                    response: Some(command_partitioned_topic_metadata_response::LookupType::Success as i32),
+                    response: Some(
+                        command_partitioned_topic_metadata_response::LookupType::Success as i32,
+                    ),
                     ..Default::default()
                 },
                 Err(e) => CommandPartitionedTopicMetadataResponse {
                     request_id: p.request_id,
-                    response: Some(command_partitioned_topic_metadata_response::LookupType::Failed as i32),
+                    response: Some(
+                        command_partitioned_topic_metadata_response::LookupType::Failed as i32,
+                    ),
                     error: Some(ServerError::InvalidTopicName as i32),
                     message: Some(e.to_string()),
                     ..Default::default()
@@ -365,7 +382,13 @@ impl Session {
                     _ => {
                         let name = self.broker.add_producer(&topic, p.producer_name.clone())?;
                         info!(connection = self.id, %topic, producer = %name, "producer created");
-                        self.producers.insert(p.producer_id, Producer { topic, name: name.clone() });
+                        self.producers.insert(
+                            p.producer_id,
+                            Producer {
+                                topic,
+                                name: name.clone(),
+                            },
+                        );
                         Ok(name)
                     }
                 });
@@ -424,7 +447,8 @@ impl Session {
             }
         } else if let Some(cc) = c.close_consumer {
             if let Some((topic, sub)) = self.consumers.remove(&cc.consumer_id) {
-                self.broker.close_consumer(&topic, &sub, self.id, cc.consumer_id);
+                self.broker
+                    .close_consumer(&topic, &sub, self.id, cc.consumer_id);
             }
             self.send(success_frame(cc.request_id));
         } else if let Some(u) = c.unsubscribe {
@@ -457,7 +481,10 @@ impl Session {
                 ),
             });
         } else if let Some(g) = c.get_topics_of_namespace {
-            let mode = g.mode.and_then(|m| Mode::try_from(m).ok()).unwrap_or(Mode::Persistent);
+            let mode = g
+                .mode
+                .and_then(|m| Mode::try_from(m).ok())
+                .unwrap_or(Mode::Persistent);
             let topics = self.broker.topics_in_namespace(
                 &g.namespace,
                 mode != Mode::NonPersistent,
@@ -487,8 +514,14 @@ impl Session {
                 ..Default::default()
             }));
         } else if let Some(request_id) = unsupported_request_id(&c) {
-            let kind = Type::try_from(c.r#type).map(|t| t.as_str_name()).unwrap_or("unknown");
-            warn!(connection = self.id, command = kind, "unsupported command answered with an error");
+            let kind = Type::try_from(c.r#type)
+                .map(|t| t.as_str_name())
+                .unwrap_or("unknown");
+            warn!(
+                connection = self.id,
+                command = kind,
+                "unsupported command answered with an error"
+            );
             self.send(error_frame(
                 request_id,
                 &Refusal {
@@ -497,7 +530,11 @@ impl Session {
                 },
             ));
         } else {
-            warn!(connection = self.id, r#type = c.r#type, "unexpected command");
+            warn!(
+                connection = self.id,
+                r#type = c.r#type,
+                "unexpected command"
+            );
             return Step::Close("unexpected command");
         }
         Step::Continue
@@ -543,7 +580,11 @@ impl Session {
         Ok(())
     }
 
-    fn on_send(&mut self, send: pulsar::proto::CommandSend, payload: Option<super::frame::InPayload>) -> Step {
+    fn on_send(
+        &mut self,
+        send: pulsar::proto::CommandSend,
+        payload: Option<super::frame::InPayload>,
+    ) -> Step {
         let Some(producer) = self.producers.get(&send.producer_id) else {
             // a broker closes the connection on a SEND for a producer it does not know
             return Step::Close("SEND for an unknown producer");

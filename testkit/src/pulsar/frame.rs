@@ -110,7 +110,9 @@ impl Decoder for FrameCodec {
             });
         }
         if total < 4 {
-            return Err(FrameError::Malformed("total size smaller than command size"));
+            return Err(FrameError::Malformed(
+                "total size smaller than command size",
+            ));
         }
         if src.len() < 4 + total {
             src.reserve(4 + total - src.len());

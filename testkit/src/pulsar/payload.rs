@@ -216,8 +216,12 @@ impl StoredEntry {
         let entry_id = self.entry_id;
         let kind = match self.metadata.compression {
             None => CompressionType::None,
-            Some(raw) => CompressionType::try_from(raw)
-                .map_err(|_| PayloadError::UnknownCompression { entry_id, kind: raw })?,
+            Some(raw) => {
+                CompressionType::try_from(raw).map_err(|_| PayloadError::UnknownCompression {
+                    entry_id,
+                    kind: raw,
+                })?
+            }
         };
         let failed = |source| PayloadError::Decompress {
             entry_id,

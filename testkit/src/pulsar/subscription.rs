@@ -122,7 +122,11 @@ impl Subscription {
         entries.saturating_sub(self.mark_delete) - acked_above
     }
 
-    pub fn add_consumer(&mut self, consumer: ConsumerHandle, sub_type: SubType) -> Result<(), JoinError> {
+    pub fn add_consumer(
+        &mut self,
+        consumer: ConsumerHandle,
+        sub_type: SubType,
+    ) -> Result<(), JoinError> {
         if self.consumers.is_empty() {
             self.sub_type = sub_type;
         } else if self.sub_type != sub_type {
@@ -278,8 +282,8 @@ impl Subscription {
         }
         let mut order: Vec<&ConsumerHandle> = self.consumers.iter().collect();
         order.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
-        let active = (!order.is_empty())
-            .then(|| order[self.partition.max(0) as usize % order.len()].key());
+        let active =
+            (!order.is_empty()).then(|| order[self.partition.max(0) as usize % order.len()].key());
         if active == self.active {
             return;
         }

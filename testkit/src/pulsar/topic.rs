@@ -52,7 +52,8 @@ impl TopicName {
             return Err(invalid("the domain must be persistent or non-persistent"));
         }
         let mut parts = rest.splitn(3, '/');
-        let (Some(tenant), Some(namespace), Some(local)) = (parts.next(), parts.next(), parts.next())
+        let (Some(tenant), Some(namespace), Some(local)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(invalid("expected tenant/namespace/topic after the domain"));
         };
@@ -146,7 +147,10 @@ mod tests {
         assert_eq!(p.partition(), Some(3));
         assert_eq!(p.base().as_str(), "persistent://public/default/orders");
         assert_eq!(p.base().partition_name(3), p);
-        assert_eq!(TopicName::parse("orders-partition-x").unwrap().partition(), None);
+        assert_eq!(
+            TopicName::parse("orders-partition-x").unwrap().partition(),
+            None
+        );
     }
 
     #[test]
