@@ -1,0 +1,520 @@
+//! Broker state shared by every connection: topics and their entries, partitioned
+//! topic metadata, subscriptions, producers, injected faults and per-topic counters.
+//!
+//! One `std::sync::Mutex` guards it all: every operation is short and never awaits,
+//! and a single lock keeps a store, the dispatch it triggers and concurrent acks
+//! consistent. Connections (above) translate commands into these calls; the
+//! subscription module (below) does the per-subscription bookkeeping.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use pulsar::proto::{
+    command_subscribe::{InitialPosition, SubType},
+    MessageIdData, MessageMetadata, ServerError,
+};
+use tokio::sync::watch;
+
+use super::payload::StoredEntry;
+use super::subscription::{ConsumerHandle, Subscription};
+use super::topic::TopicName;
+
+/// Counters for one topic (partition), as seen by the broker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicStats {
+    /// application messages stored (a batch counts its messages)
+    pub messages_received: u64,
+    /// entries (SENDs) stored
+    pub entries_received: u64,
+    /// payload bytes stored, as sent (compressed)
+    pub bytes_received: u64,
+    /// SENDs answered with SEND_ERROR (injected faults, bad checksums)
+    pub send_errors: u64,
+    /// producers created (a re-created producer counts again)
+    pub producers_created: u64,
+    /// PRODUCER commands refused by an injected fault
+    pub producers_refused: u64,
+    /// entries sent to consumers, redeliveries included
+    pub entries_dispatched: u64,
+    /// message ids acknowledged by consumers
+    pub acks_received: u64,
+}
+
+/// A refusal, answered with the error code a broker would use.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    pub error: ServerError,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(error: ServerError, message: impl Into<String>) -> Self {
+        Refusal {
+            error,
+            message: message.into(),
+        }
+    }
+}
+
+struct Topic {
+    ledger_id: u64,
+    partition: i32,
+    entries: Vec<Arc<StoredEntry>>,
+    subscriptions: BTreeMap<String, Subscription>,
+    stats: TopicStats,
+}
+
+impl Topic {
+    fn dispatch(&mut self) {
+        for sub in self.subscriptions.values_mut() {
+            self.stats.entries_dispatched += sub.dispatch(&self.entries);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Faults {
+    refuse_producers_until: Option<Instant>,
+    failing_sends: usize,
+    send_error: Option<ServerError>,
+    hold_receipts_until: Option<Instant>,
+}
+
+#[derive(Default)]
+struct State {
+    topics: BTreeMap<String, Topic>,
+    partitioned: BTreeMap<String, u32>,
+    next_ledger: u64,
+    next_producer: u64,
+    faults: Faults,
+}
+
+impl State {
+    fn topic(&mut self, name: &TopicName) -> &mut Topic {
+        let partition = match name.partition() {
+            Some(index) if self.partitioned.contains_key(name.base().as_str()) => index as i32,
+            _ => -1,
+        };
+        let next_ledger = &mut self.next_ledger;
+        self.topics
+            .entry(name.as_str().to_string())
+            .or_insert_with(|| {
+                *next_ledger += 1;
+                Topic {
+                    ledger_id: *next_ledger,
+                    partition,
+                    entries: Vec::new(),
+                    subscriptions: BTreeMap::new(),
+                    stats: TopicStats::default(),
+                }
+            })
+    }
+
+    fn refuse_partitioned(&self, name: &TopicName) -> Result<(), Refusal> {
+        if self.partitioned.contains_key(name.as_str()) {
+            return Err(Refusal::new(
+                ServerError::NotAllowedError,
+                format!("{name} is a partitioned topic: use its partitions"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Everything a subscribe carries that the broker needs.
+pub(crate) struct SubscribeRequest {
+    pub topic: TopicName,
+    pub subscription: String,
+    pub sub_type: SubType,
+    pub initial_position: InitialPosition,
+    pub durable: bool,
+    pub start_message_id: Option<MessageIdData>,
+    pub consumer: ConsumerHandle,
+}
+
+/// The shared broker state.
+pub(crate) struct Broker {
+    state: Mutex<State>,
+    /// bumped on every stored entry, so tests can wait for messages without polling
+    stored: watch::Sender<u64>,
+    /// CONNECTs refused for a wrong or missing token
+    auth_refusals: AtomicU64,
+}
+
+impl Broker {
+    pub fn new() -> Self {
+        Broker {
+            state: Mutex::new(State::default()),
+            stored: watch::Sender::new(0),
+            auth_refusals: AtomicU64::new(0),
+        }
+    }
+
+    /// A poisoned lock only means a test thread panicked mid-operation; the state is
+    /// still the best information available, so keep serving it.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn count_auth_refusal(&self) {
+        self.auth_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn auth_refusals(&self) -> u64 {
+        self.auth_refusals.load(Ordering::Relaxed)
+    }
+
+    pub fn subscribe_stored(&self) -> watch::Receiver<u64> {
+        self.stored.subscribe()
+    }
+
+    pub fn create_partitioned_topic(&self, name: &TopicName, partitions: u32) {
+        let mut state = self.lock();
+        state
+            .partitioned
+            .insert(name.as_str().to_string(), partitions);
+        for index in 0..partitions {
+            state.topic(&name.partition_name(index));
+        }
+    }
+
+    pub fn partitions(&self, name: &TopicName) -> u32 {
+        self.lock()
+            .partitioned
+            .get(name.as_str())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn add_producer(&self, topic: &TopicName, name: Option<String>) -> Result<String, Refusal> {
+        let mut state = self.lock();
+        state.refuse_partitioned(topic)?;
+        let refused = state
+            .faults
+            .refuse_producers_until
+            .is_some_and(|until| Instant::now() < until);
+        if refused {
+            state.topic(topic).stats.producers_refused += 1;
+            return Err(Refusal::new(
+                ServerError::ServiceNotReady,
+                "producers are refused for now (injected fault)",
+            ));
+        }
+        let name = match name {
+            Some(name) if !name.is_empty() => name,
+            _ => {
+                state.next_producer += 1;
+                format!("standin-0-{}", state.next_producer)
+            }
+        };
+        state.topic(topic).stats.producers_created += 1;
+        Ok(name)
+    }
+
+    /// Stores one SEND and dispatches it, unless a fault makes it fail.
+    pub fn publish(
+        &self,
+        topic: &TopicName,
+        metadata: MessageMetadata,
+        metadata_bytes: Bytes,
+        payload: Bytes,
+    ) -> Result<MessageIdData, Refusal> {
+        let mut state = self.lock();
+        if state.faults.failing_sends > 0 {
+            state.faults.failing_sends -= 1;
+            let error = state
+                .faults
+                .send_error
+                .unwrap_or(ServerError::PersistenceError);
+            state.topic(topic).stats.send_errors += 1;
+            return Err(Refusal::new(
+                error,
+                "could not store the message (injected fault)",
+            ));
+        }
+        let t = state.topic(topic);
+        let entry = StoredEntry {
+            topic: topic.as_str().to_string(),
+            ledger_id: t.ledger_id,
+            entry_id: t.entries.len() as u64,
+            partition: t.partition,
+            metadata,
+            metadata_bytes,
+            payload,
+        };
+        let id = MessageIdData {
+            ledger_id: entry.ledger_id,
+            entry_id: entry.entry_id,
+            partition: Some(entry.partition),
+            ..Default::default()
+        };
+        t.stats.messages_received += entry.num_messages();
+        t.stats.entries_received += 1;
+        t.stats.bytes_received += entry.payload.len() as u64;
+        t.entries.push(Arc::new(entry));
+        t.dispatch();
+        drop(state);
+        self.stored.send_modify(|n| *n += 1);
+        Ok(id)
+    }
+
+    pub fn count_send_error(&self, topic: &TopicName) {
+        self.lock().topic(topic).stats.send_errors += 1;
+    }
+
+    /// When receipts for SENDs arriving now may go out (`None`: right away).
+    pub fn receipt_release(&self) -> Option<Instant> {
+        self.lock()
+            .faults
+            .hold_receipts_until
+            .filter(|until| *until > Instant::now())
+    }
+
+    pub fn subscribe(&self, request: SubscribeRequest) -> Result<(), Refusal> {
+        let mut state = self.lock();
+        state.refuse_partitioned(&request.topic)?;
+        let topic = state.topic(&request.topic);
+        let len = topic.entries.len() as u64;
+        let partition = topic.partition;
+        let sub = topic
+            .subscriptions
+            .entry(request.subscription.clone())
+            .or_insert_with(|| {
+                let start = match (&request.start_message_id, request.initial_position) {
+                    // MessageId.earliest is (-1, -1) on the wire
+                    (Some(id), _) if id.ledger_id == u64::MAX => 0,
+                    (Some(id), _) => id.entry_id.min(len),
+                    (None, InitialPosition::Earliest) => 0,
+                    (None, InitialPosition::Latest) => len,
+                };
+                Subscription::new(
+                    &request.subscription,
+                    request.sub_type,
+                    request.durable,
+                    partition,
+                    start,
+                )
+            });
+        sub.add_consumer(request.consumer, request.sub_type)
+            .map_err(|e| Refusal::new(ServerError::ConsumerBusy, e.to_string()))?;
+        topic.dispatch();
+        Ok(())
+    }
+
+    fn with_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &str,
+        f: impl FnOnce(&mut Subscription, &[Arc<StoredEntry>], &mut TopicStats),
+    ) {
+        let mut state = self.lock();
+        let Some(t) = state.topics.get_mut(topic.as_str()) else {
+            return;
+        };
+        if let Some(sub) = t.subscriptions.get_mut(subscription) {
+            f(sub, &t.entries, &mut t.stats);
+        }
+        t.dispatch();
+    }
+
+    pub fn flow(
+        &self,
+        topic: &TopicName,
+        sub: &str,
+        connection: u64,
+        consumer_id: u64,
+        permits: u32,
+    ) {
+        self.with_subscription(topic, sub, |s, _, _| {
+            s.flow(connection, consumer_id, permits)
+        });
+    }
+
+    pub fn ack(&self, topic: &TopicName, sub: &str, ids: &[MessageIdData], cumulative: bool) {
+        self.with_subscription(topic, sub, |s, entries, stats| {
+            stats.acks_received += ids.len() as u64;
+            s.ack(ids, cumulative, entries);
+        });
+    }
+
+    pub fn redeliver(
+        &self,
+        topic: &TopicName,
+        sub: &str,
+        connection: u64,
+        consumer_id: u64,
+        ids: &[MessageIdData],
+    ) {
+        self.with_subscription(topic, sub, |s, _, _| {
+            s.redeliver(connection, consumer_id, ids)
+        });
+    }
+
+    pub fn close_consumer(&self, topic: &TopicName, sub: &str, connection: u64, consumer_id: u64) {
+        let mut state = self.lock();
+        let Some(t) = state.topics.get_mut(topic.as_str()) else {
+            return;
+        };
+        if let Some(s) = t.subscriptions.get_mut(sub) {
+            s.remove_consumer(connection, consumer_id);
+            if !s.durable() && !s.has_consumers() {
+                t.subscriptions.remove(sub);
+            }
+        }
+        t.dispatch();
+    }
+
+    pub fn unsubscribe(
+        &self,
+        topic: &TopicName,
+        sub: &str,
+        connection: u64,
+        consumer_id: u64,
+    ) -> Result<(), Refusal> {
+        let mut state = self.lock();
+        let Some(t) = state.topics.get_mut(topic.as_str()) else {
+            return Ok(());
+        };
+        if let Some(s) = t.subscriptions.get_mut(sub) {
+            s.remove_consumer(connection, consumer_id);
+            if s.has_consumers() {
+                t.dispatch();
+                return Err(Refusal::new(
+                    ServerError::UnknownError,
+                    format!("subscription {sub:?} has other connected consumers"),
+                ));
+            }
+            t.subscriptions.remove(sub);
+        }
+        Ok(())
+    }
+
+    /// Forgets the consumers of a closed connection; what they held is redelivered.
+    pub fn connection_closed(&self, connection: u64) {
+        let mut state = self.lock();
+        for t in state.topics.values_mut() {
+            for s in t.subscriptions.values_mut() {
+                s.remove_connection(connection);
+            }
+            t.subscriptions
+                .retain(|_, s| s.durable() || s.has_consumers());
+            t.dispatch();
+        }
+    }
+
+    pub fn last_message_id(&self, topic: &TopicName) -> MessageIdData {
+        let mut state = self.lock();
+        let t = state.topic(topic);
+        MessageIdData {
+            ledger_id: t.ledger_id,
+            // -1 on the wire when the topic is empty, as a broker answers
+            entry_id: (t.entries.len() as u64).wrapping_sub(1),
+            partition: Some(t.partition),
+            ..Default::default()
+        }
+    }
+
+    pub fn topics_in_namespace(
+        &self,
+        namespace: &str,
+        persistent: bool,
+        non_persistent: bool,
+    ) -> Vec<String> {
+        self.lock()
+            .topics
+            .keys()
+            .filter(|name| {
+                TopicName::parse(name).is_ok_and(|t| t.namespace() == namespace)
+                    && ((persistent && name.starts_with("persistent://"))
+                        || (non_persistent && name.starts_with("non-persistent://")))
+            })
+            .cloned()
+            .collect()
+    }
+
+    // ---- queries and faults for the in-process API ----
+
+    /// The stored topics named by `name`: the partitions of a partitioned topic, else itself.
+    fn resolve(state: &State, name: &TopicName) -> Vec<String> {
+        match state.partitioned.get(name.as_str()) {
+            Some(n) => (0..*n)
+                .map(|i| name.partition_name(i).as_str().to_string())
+                .collect(),
+            None => vec![name.as_str().to_string()],
+        }
+    }
+
+    pub fn topics(&self) -> Vec<String> {
+        self.lock().topics.keys().cloned().collect()
+    }
+
+    pub fn entries(&self, name: &TopicName) -> Vec<Arc<StoredEntry>> {
+        let state = self.lock();
+        Self::resolve(&state, name)
+            .iter()
+            .filter_map(|t| state.topics.get(t))
+            .flat_map(|t| t.entries.iter().cloned())
+            .collect()
+    }
+
+    pub fn message_count(&self, name: &TopicName) -> u64 {
+        let state = self.lock();
+        Self::resolve(&state, name)
+            .iter()
+            .filter_map(|t| state.topics.get(t))
+            .map(|t| t.stats.messages_received)
+            .sum()
+    }
+
+    pub fn stats(&self, name: &TopicName) -> TopicStats {
+        let state = self.lock();
+        let mut sum = TopicStats::default();
+        for t in Self::resolve(&state, name)
+            .iter()
+            .filter_map(|t| state.topics.get(t))
+        {
+            let s = t.stats;
+            sum.messages_received += s.messages_received;
+            sum.entries_received += s.entries_received;
+            sum.bytes_received += s.bytes_received;
+            sum.send_errors += s.send_errors;
+            sum.producers_created += s.producers_created;
+            sum.producers_refused += s.producers_refused;
+            sum.entries_dispatched += s.entries_dispatched;
+            sum.acks_received += s.acks_received;
+        }
+        sum
+    }
+
+    /// Entries not acknowledged on a subscription, summed over partitions.
+    pub fn backlog(&self, name: &TopicName, subscription: &str) -> Option<u64> {
+        let state = self.lock();
+        let mut found = None;
+        for t in Self::resolve(&state, name)
+            .iter()
+            .filter_map(|t| state.topics.get(t))
+        {
+            if let Some(s) = t.subscriptions.get(subscription) {
+                *found.get_or_insert(0) += s.backlog(t.entries.len() as u64);
+            }
+        }
+        found
+    }
+
+    pub fn refuse_producers_until(&self, until: Instant) {
+        self.lock().faults.refuse_producers_until = Some(until);
+    }
+
+    pub fn fail_next_sends(&self, n: usize, error: ServerError) {
+        let mut state = self.lock();
+        state.faults.failing_sends = n;
+        state.faults.send_error = Some(error);
+    }
+
+    pub fn hold_receipts_until(&self, until: Instant) {
+        self.lock().faults.hold_receipts_until = Some(until);
+    }
+}
