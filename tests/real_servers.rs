@@ -3,7 +3,6 @@
 //! (an ADO.NET connection string of a login that may create databases) and/or
 //! `CDC_SIDECAR_PULSAR_URL` are set; Redis is always the local `redis-server`.
 
-mod support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
