@@ -523,7 +523,9 @@ impl Config {
         if let Some(path) = path {
             figment = figment.merge(Toml::file_exact(path));
         }
-        Self::from_figment(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+        // Only nested keys (`SECTION__FIELD`) are config: `CDC_SIDECAR_CONFIG` and the test
+        // URLs share the prefix but are not fields, and must not be refused as unknown.
+        Self::from_figment(figment.merge(Env::prefixed(ENV_PREFIX).filter(|k| k.as_str().contains("__")).split("__")))
     }
 
     /// Loads from TOML text plus the environment (for tests and `check`).

@@ -96,6 +96,9 @@ fn environment_overrides_the_file_with_double_underscore_nesting() {
         jail.set_env("CDC_SIDECAR_SOURCE__PORT", "14330");
         jail.set_env("CDC_SIDECAR_POLL__MAX_INTERVAL_MS", "1000");
         jail.set_env("CDC_SIDECAR_SINKS__PULSAR__COMPRESSION", "zstd");
+        // Same prefix, not a field: the binary's --config variable and the test URLs.
+        jail.set_env("CDC_SIDECAR_CONFIG", "sidecar.toml");
+        jail.set_env("CDC_SIDECAR_MSSQL_URL", "server=tcp:x");
         let c = Config::load(Some(std::path::Path::new("sidecar.toml"))).map_err(|e| e.to_string())?;
         assert_eq!(c.source.port, 14330);
         assert_eq!(c.poll.max_interval_ms, 1000);
