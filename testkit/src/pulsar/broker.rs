@@ -145,6 +145,7 @@ pub(crate) struct Broker {
 }
 
 impl Broker {
+    /// An empty broker: no topics, no faults.
     pub fn new() -> Self {
         Broker {
             state: Mutex::new(State::default()),
@@ -159,18 +160,22 @@ impl Broker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Counts a CONNECT refused for its token, so tests can tell refusal from failure.
     pub fn count_auth_refusal(&self) {
         self.auth_refusals.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// CONNECTs refused so far.
     pub fn auth_refusals(&self) -> u64 {
         self.auth_refusals.load(Ordering::Relaxed)
     }
 
+    /// Notified on every stored entry; lets waiters sleep instead of polling.
     pub fn subscribe_stored(&self) -> watch::Receiver<u64> {
         self.stored.subscribe()
     }
 
+    /// Records partition metadata and creates the partitions, as the admin API would.
     pub fn create_partitioned_topic(&self, name: &TopicName, partitions: u32) {
         let mut state = self.lock();
         state
@@ -181,6 +186,7 @@ impl Broker {
         }
     }
 
+    /// PARTITIONED_METADATA's answer: 0 for a non-partitioned (or unknown) topic.
     pub fn partitions(&self, name: &TopicName) -> u32 {
         self.lock()
             .partitioned
@@ -189,6 +195,8 @@ impl Broker {
             .unwrap_or(0)
     }
 
+    /// PRODUCER: names the producer (generating a name when the client has none),
+    /// unless a fault refuses producers.
     pub fn add_producer(&self, topic: &TopicName, name: Option<String>) -> Result<String, Refusal> {
         let mut state = self.lock();
         state.refuse_partitioned(topic)?;
@@ -261,6 +269,7 @@ impl Broker {
         Ok(id)
     }
 
+    /// Counts a SEND refused before reaching storage (bad checksum).
     pub fn count_send_error(&self, topic: &TopicName) {
         self.lock().topic(topic).stats.send_errors += 1;
     }
@@ -273,6 +282,8 @@ impl Broker {
             .filter(|until| *until > Instant::now())
     }
 
+    /// SUBSCRIBE: creates the subscription at its initial position if new, then
+    /// adds the consumer (ConsumerBusy when its type or exclusivity forbids it).
     pub fn subscribe(&self, request: SubscribeRequest) -> Result<(), Refusal> {
         let mut state = self.lock();
         state.refuse_partitioned(&request.topic)?;
@@ -320,6 +331,7 @@ impl Broker {
         t.dispatch();
     }
 
+    /// FLOW: more permits for a consumer, then dispatch.
     pub fn flow(
         &self,
         topic: &TopicName,
@@ -333,6 +345,7 @@ impl Broker {
         });
     }
 
+    /// ACK, individual or cumulative.
     pub fn ack(&self, topic: &TopicName, sub: &str, ids: &[MessageIdData], cumulative: bool) {
         self.with_subscription(topic, sub, |s, entries, stats| {
             stats.acks_received += ids.len() as u64;
@@ -340,6 +353,7 @@ impl Broker {
         });
     }
 
+    /// REDELIVER_UNACKNOWLEDGED_MESSAGES, then dispatch.
     pub fn redeliver(
         &self,
         topic: &TopicName,
@@ -353,6 +367,8 @@ impl Broker {
         });
     }
 
+    /// CLOSE_CONSUMER: what it held goes to the others; a non-durable (reader)
+    /// subscription ends with its last consumer.
     pub fn close_consumer(&self, topic: &TopicName, sub: &str, connection: u64, consumer_id: u64) {
         let mut state = self.lock();
         let Some(t) = state.topics.get_mut(topic.as_str()) else {
@@ -367,6 +383,7 @@ impl Broker {
         t.dispatch();
     }
 
+    /// UNSUBSCRIBE: deletes the subscription, refused while others are connected.
     pub fn unsubscribe(
         &self,
         topic: &TopicName,
@@ -405,6 +422,7 @@ impl Broker {
         }
     }
 
+    /// GET_LAST_MESSAGE_ID's answer.
     pub fn last_message_id(&self, topic: &TopicName) -> MessageIdData {
         let mut state = self.lock();
         let t = state.topic(topic);
@@ -417,6 +435,7 @@ impl Broker {
         }
     }
 
+    /// GET_TOPICS_OF_NAMESPACE's answer (used by regex consumers).
     pub fn topics_in_namespace(
         &self,
         namespace: &str,
@@ -447,10 +466,12 @@ impl Broker {
         }
     }
 
+    /// Every topic (partition) that exists.
     pub fn topics(&self) -> Vec<String> {
         self.lock().topics.keys().cloned().collect()
     }
 
+    /// Stored entries, partition by partition for a partitioned topic.
     pub fn entries(&self, name: &TopicName) -> Vec<Arc<StoredEntry>> {
         let state = self.lock();
         Self::resolve(&state, name)
@@ -460,6 +481,7 @@ impl Broker {
             .collect()
     }
 
+    /// Messages stored (batches counted by their messages).
     pub fn message_count(&self, name: &TopicName) -> u64 {
         let state = self.lock();
         Self::resolve(&state, name)
@@ -469,6 +491,7 @@ impl Broker {
             .sum()
     }
 
+    /// Counters, summed over partitions.
     pub fn stats(&self, name: &TopicName) -> TopicStats {
         let state = self.lock();
         let mut sum = TopicStats::default();
@@ -504,16 +527,19 @@ impl Broker {
         found
     }
 
+    /// Fault: PRODUCER answered ServiceNotReady until `until`.
     pub fn refuse_producers_until(&self, until: Instant) {
         self.lock().faults.refuse_producers_until = Some(until);
     }
 
+    /// Fault: the next `n` SENDs answered SEND_ERROR(`error`), not stored.
     pub fn fail_next_sends(&self, n: usize, error: ServerError) {
         let mut state = self.lock();
         state.faults.failing_sends = n;
         state.faults.send_error = Some(error);
     }
 
+    /// Fault: receipts of SENDs stored before `until` are held until then.
     pub fn hold_receipts_until(&self, until: Instant) {
         self.lock().faults.hold_receipts_until = Some(until);
     }

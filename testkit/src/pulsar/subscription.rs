@@ -104,10 +104,12 @@ impl Subscription {
         }
     }
 
+    /// Whether the subscription outlives its consumers (false for readers).
     pub fn durable(&self) -> bool {
         self.durable
     }
 
+    /// Whether any consumer is attached.
     pub fn has_consumers(&self) -> bool {
         !self.consumers.is_empty()
     }
@@ -122,6 +124,7 @@ impl Subscription {
         entries.saturating_sub(self.mark_delete) - acked_above
     }
 
+    /// Attaches a consumer; the first one of an empty subscription sets its type.
     pub fn add_consumer(
         &mut self,
         consumer: ConsumerHandle,
@@ -169,6 +172,7 @@ impl Subscription {
         }
     }
 
+    /// Adds permits granted by FLOW.
     pub fn flow(&mut self, connection: u64, consumer_id: u64, permits: u32) {
         if let Some(c) = self
             .consumers
