@@ -414,3 +414,59 @@ async fn serves_several_clients_at_once() {
     }
     standin.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_producer_name_is_connected_once_at_a_time() {
+    let standin = standin().await;
+    let topic = topic("named");
+    let first_client = client(&standin.url()).await;
+    let mut first = first_client
+        .producer()
+        .with_topic(&topic)
+        .with_name("sidecar")
+        .build()
+        .await
+        .expect("first producer");
+    let impatient = pulsar::Pulsar::builder(standin.url(), pulsar::TokioExecutor)
+        .with_operation_retry_options(pulsar::OperationRetryOptions {
+            max_retries: Some(1),
+            ..operation_retry()
+        })
+        .with_connection_retry_options(connection_retry())
+        .build()
+        .await
+        .expect("client");
+    let busy = tokio::time::timeout(
+        DEADLINE,
+        impatient
+            .producer()
+            .with_topic(&topic)
+            .with_name("sidecar")
+            .build(),
+    )
+    .await
+    .expect("outcome in time");
+    let error = busy.err().expect("same name refused");
+    assert!(format!("{error:?}").contains("ProducerBusy"), "{error:?}");
+
+    // once the first closes, the name is free
+    first.close().await.expect("close");
+    let mut second = tokio::time::timeout(
+        DEADLINE,
+        impatient
+            .producer()
+            .with_topic(&topic)
+            .with_name("sidecar")
+            .build(),
+    )
+    .await
+    .expect("in time")
+    .expect("name free again");
+    second
+        .send_non_blocking(b"x".to_vec())
+        .await
+        .expect("queue")
+        .await
+        .expect("receipt");
+    standin.shutdown().await;
+}

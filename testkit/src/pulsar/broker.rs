@@ -64,6 +64,8 @@ struct Topic {
     partition: i32,
     entries: Vec<Arc<StoredEntry>>,
     subscriptions: BTreeMap<String, Subscription>,
+    /// producer name → (connection, producer id): a name is connected once at a time
+    producers: BTreeMap<String, (u64, u64)>,
     stats: TopicStats,
 }
 
@@ -108,6 +110,7 @@ impl State {
                     partition,
                     entries: Vec::new(),
                     subscriptions: BTreeMap::new(),
+                    producers: BTreeMap::new(),
                     stats: TopicStats::default(),
                 }
             })
@@ -196,8 +199,15 @@ impl Broker {
     }
 
     /// PRODUCER: names the producer (generating a name when the client has none),
-    /// unless a fault refuses producers.
-    pub fn add_producer(&self, topic: &TopicName, name: Option<String>) -> Result<String, Refusal> {
+    /// unless a fault refuses producers or the name is connected elsewhere
+    /// (ProducerBusy, as a broker answers; the same connection may re-create it).
+    pub fn add_producer(
+        &self,
+        topic: &TopicName,
+        name: Option<String>,
+        connection: u64,
+        producer_id: u64,
+    ) -> Result<String, Refusal> {
         let mut state = self.lock();
         state.refuse_partitioned(topic)?;
         let refused = state
@@ -218,7 +228,17 @@ impl Broker {
                 format!("standin-0-{}", state.next_producer)
             }
         };
-        state.topic(topic).stats.producers_created += 1;
+        let t = state.topic(topic);
+        if let Some((other, _)) = t.producers.get(&name) {
+            if *other != connection {
+                return Err(Refusal::new(
+                    ServerError::ProducerBusy,
+                    format!("Producer with name '{name}' is already connected to topic {topic}"),
+                ));
+            }
+        }
+        t.producers.insert(name.clone(), (connection, producer_id));
+        t.stats.producers_created += 1;
         Ok(name)
     }
 
@@ -267,6 +287,14 @@ impl Broker {
         drop(state);
         self.stored.send_modify(|n| *n += 1);
         Ok(id)
+    }
+
+    /// CLOSE_PRODUCER: frees the name.
+    pub fn remove_producer(&self, topic: &TopicName, connection: u64, producer_id: u64) {
+        if let Some(t) = self.lock().topics.get_mut(topic.as_str()) {
+            t.producers
+                .retain(|_, owner| *owner != (connection, producer_id));
+        }
     }
 
     /// Counts a SEND refused before reaching storage (bad checksum).
@@ -409,10 +437,12 @@ impl Broker {
         Ok(())
     }
 
-    /// Forgets the consumers of a closed connection; what they held is redelivered.
+    /// Forgets the producers and consumers of a closed connection; what the consumers
+    /// held is redelivered.
     pub fn connection_closed(&self, connection: u64) {
         let mut state = self.lock();
         for t in state.topics.values_mut() {
+            t.producers.retain(|_, (owner, _)| *owner != connection);
             for s in t.subscriptions.values_mut() {
                 s.remove_connection(connection);
             }

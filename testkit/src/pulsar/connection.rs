@@ -380,7 +380,16 @@ impl Session {
                     // a retried PRODUCER for a producer that exists: same answer
                     Some(existing) if existing.topic == topic => Ok(existing.name.clone()),
                     _ => {
-                        let name = self.broker.add_producer(&topic, p.producer_name.clone())?;
+                        if let Some(old) = self.producers.remove(&p.producer_id) {
+                            self.broker
+                                .remove_producer(&old.topic, self.id, p.producer_id);
+                        }
+                        let name = self.broker.add_producer(
+                            &topic,
+                            p.producer_name.clone(),
+                            self.id,
+                            p.producer_id,
+                        )?;
                         info!(connection = self.id, %topic, producer = %name, "producer created");
                         self.producers.insert(
                             p.producer_id,
@@ -410,7 +419,10 @@ impl Session {
                 }
             });
         } else if let Some(cp) = c.close_producer {
-            self.producers.remove(&cp.producer_id);
+            if let Some(producer) = self.producers.remove(&cp.producer_id) {
+                self.broker
+                    .remove_producer(&producer.topic, self.id, cp.producer_id);
+            }
             self.send(success_frame(cp.request_id));
         } else if let Some(s) = c.subscribe {
             let request_id = s.request_id;
