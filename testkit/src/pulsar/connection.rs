@@ -277,6 +277,9 @@ impl Session {
     ) -> Result<(), ConnectionError> {
         let period = ctx.config.keep_alive;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // a late tick must not be followed by an immediate one, or a slow test machine
+        // would look like a silent client
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // As a broker does: ping every period, and close if the previous ping got no
         // answer (any frame counts as one).
         let mut awaiting_pong = false;
