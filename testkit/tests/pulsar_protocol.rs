@@ -12,7 +12,8 @@ use pulsar::message::{Codec, Message, Payload};
 use pulsar::proto::{
     base_command::Type, command_lookup_topic_response, command_partitioned_topic_metadata_response,
     BaseCommand, CommandConnect, CommandLookupTopic, CommandPartitionedTopicMetadata, CommandPing,
-    CommandPong, CommandProducer, CommandSeek, CommandSend, MessageMetadata, ServerError,
+    CommandPong, CommandProducer, CommandSeek, CommandSend, MessageMetadata, ProducerAccessMode,
+    ServerError,
 };
 use pulsar_support::*;
 use testkit::pulsar::{PulsarStandin, PulsarStandinConfig};
@@ -468,5 +469,58 @@ async fn a_producer_name_is_connected_once_at_a_time() {
         .expect("queue")
         .await
         .expect("receipt");
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_exclusive_producer_keeps_others_off_the_topic() {
+    let standin = standin().await;
+    let topic = topic("exclusive-producer");
+    let client = client(&standin.url()).await;
+    let exclusive = pulsar::ProducerOptions {
+        access_mode: Some(ProducerAccessMode::Exclusive as i32),
+        ..Default::default()
+    };
+    let mut owner = client
+        .producer()
+        .with_topic(&topic)
+        .with_name("owner")
+        .with_options(exclusive.clone())
+        .build()
+        .await
+        .expect("exclusive producer");
+    let impatient = pulsar::Pulsar::builder(standin.url(), pulsar::TokioExecutor)
+        .with_operation_retry_options(pulsar::OperationRetryOptions {
+            max_retries: Some(1),
+            ..operation_retry()
+        })
+        .with_connection_retry_options(connection_retry())
+        .build()
+        .await
+        .expect("client");
+    let shared = tokio::time::timeout(DEADLINE, impatient.producer().with_topic(&topic).build())
+        .await
+        .expect("outcome in time");
+    let error = shared.err().expect("a shared producer is kept off");
+    assert!(format!("{error:?}").contains("ProducerBusy"), "{error:?}");
+    let rival = tokio::time::timeout(
+        DEADLINE,
+        impatient
+            .producer()
+            .with_topic(&topic)
+            .with_name("rival")
+            .with_options(exclusive)
+            .build(),
+    )
+    .await
+    .expect("outcome in time");
+    let error = rival.err().expect("a second exclusive producer is fenced");
+    assert!(format!("{error:?}").contains("ProducerFenced"), "{error:?}");
+
+    owner.close().await.expect("close");
+    tokio::time::timeout(DEADLINE, impatient.producer().with_topic(&topic).build())
+        .await
+        .expect("in time")
+        .expect("the topic is open again");
     standin.shutdown().await;
 }

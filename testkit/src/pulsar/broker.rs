@@ -66,10 +66,20 @@ struct Topic {
     subscriptions: BTreeMap<String, Subscription>,
     /// producer name → (connection, producer id): a name is connected once at a time
     producers: BTreeMap<String, (u64, u64)>,
+    /// the producer that asked for exclusive access, while connected
+    exclusive_producer: Option<String>,
     stats: TopicStats,
 }
 
 impl Topic {
+    fn forget_gone_exclusive(&mut self) {
+        if let Some(name) = &self.exclusive_producer {
+            if !self.producers.contains_key(name) {
+                self.exclusive_producer = None;
+            }
+        }
+    }
+
     fn dispatch(&mut self) {
         for sub in self.subscriptions.values_mut() {
             self.stats.entries_dispatched += sub.dispatch(&self.entries);
@@ -111,6 +121,7 @@ impl State {
                     entries: Vec::new(),
                     subscriptions: BTreeMap::new(),
                     producers: BTreeMap::new(),
+                    exclusive_producer: None,
                     stats: TopicStats::default(),
                 }
             })
@@ -200,11 +211,14 @@ impl Broker {
 
     /// PRODUCER: names the producer (generating a name when the client has none),
     /// unless a fault refuses producers or the name is connected elsewhere
-    /// (ProducerBusy, as a broker answers; the same connection may re-create it).
+    /// (ProducerBusy, as a broker answers; the same connection may re-create it), or
+    /// exclusive access conflicts: an exclusive producer is refused (ProducerFenced)
+    /// while others are connected, others are refused (ProducerBusy) while it is.
     pub fn add_producer(
         &self,
         topic: &TopicName,
         name: Option<String>,
+        exclusive: bool,
         connection: u64,
         producer_id: u64,
     ) -> Result<String, Refusal> {
@@ -236,6 +250,22 @@ impl Broker {
                     format!("Producer with name '{name}' is already connected to topic {topic}"),
                 ));
             }
+        }
+        if exclusive {
+            if let Some(other) = t.producers.keys().find(|n| **n != name) {
+                return Err(Refusal::new(
+                    ServerError::ProducerFenced,
+                    format!(
+                        "Topic {topic} has an existing producer {other:?}: no exclusive access"
+                    ),
+                ));
+            }
+            t.exclusive_producer = Some(name.clone());
+        } else if let Some(owner) = t.exclusive_producer.as_ref().filter(|o| **o != name) {
+            return Err(Refusal::new(
+                ServerError::ProducerBusy,
+                format!("Topic {topic} has an existing exclusive producer: {owner}"),
+            ));
         }
         t.producers.insert(name.clone(), (connection, producer_id));
         t.stats.producers_created += 1;
@@ -294,6 +324,7 @@ impl Broker {
         if let Some(t) = self.lock().topics.get_mut(topic.as_str()) {
             t.producers
                 .retain(|_, owner| *owner != (connection, producer_id));
+            t.forget_gone_exclusive();
         }
     }
 
@@ -443,6 +474,7 @@ impl Broker {
         let mut state = self.lock();
         for t in state.topics.values_mut() {
             t.producers.retain(|_, (owner, _)| *owner != connection);
+            t.forget_gone_exclusive();
             for s in t.subscriptions.values_mut() {
                 s.remove_connection(connection);
             }

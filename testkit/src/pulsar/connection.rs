@@ -23,7 +23,8 @@ use pulsar::proto::{
     BaseCommand, CommandAckResponse, CommandConnected, CommandError,
     CommandGetLastMessageIdResponse, CommandGetSchemaResponse, CommandGetTopicsOfNamespaceResponse,
     CommandLookupTopicResponse, CommandPartitionedTopicMetadataResponse, CommandPing, CommandPong,
-    CommandProducerSuccess, CommandSendError, CommandSendReceipt, CommandSuccess, ServerError,
+    CommandProducerSuccess, CommandSendError, CommandSendReceipt, CommandSuccess,
+    ProducerAccessMode, ServerError,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -390,6 +391,9 @@ impl Session {
                         let name = self.broker.add_producer(
                             &topic,
                             p.producer_name.clone(),
+                            // WaitForExclusive and ExclusiveWithFencing are served as Exclusive
+                            p.producer_access_mode
+                                .is_some_and(|m| m != ProducerAccessMode::Shared as i32),
                             self.id,
                             p.producer_id,
                         )?;
@@ -423,6 +427,7 @@ impl Session {
             });
         } else if let Some(cp) = c.close_producer {
             if let Some(producer) = self.producers.remove(&cp.producer_id) {
+                info!(connection = self.id, topic = %producer.topic, producer = %producer.name, "producer closed");
                 self.broker
                     .remove_producer(&producer.topic, self.id, cp.producer_id);
             }
