@@ -193,12 +193,12 @@ async fn held_receipts_arrive_late_for_messages_already_stored() {
     let client = client(&standin.url()).await;
     let topic = topic("hold-receipts");
     let mut producer = producer(&client, &topic).await;
-    standin.hold_receipts_for(Duration::from_millis(400));
+    standin.hold_receipts_for(Duration::from_millis(1000));
     let started = Instant::now();
     let receipt = queue(&mut producer, "slow".into()).await;
     // stored right away ...
     standin
-        .wait_for_messages(&topic, 1, Duration::from_millis(300))
+        .wait_for_messages(&topic, 1, Duration::from_millis(800))
         .await
         .expect("stored before the receipt");
     // ... acknowledged only once the hold ends
@@ -207,7 +207,7 @@ async fn held_receipts_arrive_late_for_messages_already_stored() {
         .expect("receipt in time")
         .expect("receipt");
     assert!(
-        started.elapsed() >= Duration::from_millis(350),
+        started.elapsed() >= Duration::from_millis(950),
         "receipt held"
     );
     standin.shutdown().await;

@@ -163,7 +163,7 @@ async fn a_first_command_other_than_connect_closes_the_connection() {
 async fn answers_pings_and_pings_idle_clients_then_drops_silent_ones() {
     init_tracing();
     let standin = PulsarStandin::start(PulsarStandinConfig {
-        keep_alive: Duration::from_millis(100),
+        keep_alive: Duration::from_millis(300),
         ..Default::default()
     })
     .await
