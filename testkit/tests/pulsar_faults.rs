@@ -314,3 +314,52 @@ async fn consumer_gets_unacknowledged_messages_again_after_a_dropped_connection(
         .expect("every message delivered after the reconnect");
     standin.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_unloaded_topic_gets_its_producers_and_consumers_back_without_loss() {
+    let standin = standin().await;
+    let client = client(&standin.url()).await;
+    let topic = topic("unload");
+    let mut producer = producer(&client, &topic).await;
+    let mut consumer = consumer(&client, &topic, "sub", SubType::Exclusive).await;
+    let mut sends = Vec::new();
+    for i in 0..10 {
+        let body = format!("m{i:02}");
+        sends.push((body.clone(), queue(&mut producer, body).await));
+    }
+    let mut acked = acknowledged(sends).await;
+    let mut seen: BTreeSet<String> = read(&mut consumer, 5, true)
+        .await
+        .into_iter()
+        .map(|m| String::from_utf8(m.payload.data).expect("utf8"))
+        .collect();
+
+    // WHEN the broker unloads the topic
+    standin.unload_topic(&topic);
+
+    // THEN the producer is re-created and goes on
+    let mut sends = Vec::new();
+    for i in 10..20 {
+        let body = format!("m{i:02}");
+        sends.push((body.clone(), queue(&mut producer, body).await));
+    }
+    acked.extend(acknowledged(sends).await);
+    assert_eq!(acked.len(), 20);
+    assert_all_stored(&standin, &topic, &acked);
+    let stats = standin.stats(&topic);
+    assert_eq!(stats.unloads, 1);
+    assert!(stats.producers_created >= 2, "re-created: {stats:?}");
+
+    // AND the consumer resubscribes and gets everything it had not acknowledged
+    let rest = async {
+        while seen.len() < 20 {
+            let m = consumer.next().await.expect("stream").expect("message");
+            consumer.ack(&m).await.expect("ack");
+            seen.insert(String::from_utf8(m.payload.data).expect("utf8"));
+        }
+    };
+    tokio::time::timeout(DEADLINE, rest)
+        .await
+        .expect("every message delivered after the unload");
+    standin.shutdown().await;
+}

@@ -13,13 +13,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pulsar::proto::{
+    base_command::Type,
     command_subscribe::{InitialPosition, SubType},
-    MessageIdData, MessageMetadata, ServerError,
+    BaseCommand, CommandCloseProducer, MessageIdData, MessageMetadata, ServerError,
 };
 use tokio::sync::watch;
 
+use super::frame::OutFrame;
 use super::payload::StoredEntry;
-use super::subscription::{ConsumerHandle, Subscription};
+use super::subscription::{ConsumerHandle, Outbound, Subscription};
 use super::topic::TopicName;
 
 /// Counters for one topic (partition), as seen by the broker.
@@ -41,6 +43,8 @@ pub struct TopicStats {
     pub entries_dispatched: u64,
     /// message ids acknowledged by consumers
     pub acks_received: u64,
+    /// times the topic was unloaded (a fault closing its producers and consumers)
+    pub unloads: u64,
 }
 
 /// A refusal, answered with the error code a broker would use.
@@ -59,13 +63,33 @@ impl Refusal {
     }
 }
 
+/// A connected producer, as the broker knows it.
+struct ProducerReg {
+    connection: u64,
+    producer_id: u64,
+    /// its connection's outgoing frames, to close it on unload
+    out: Outbound,
+}
+
+/// Everything a PRODUCER carries that the broker needs.
+pub(crate) struct ProducerRequest {
+    pub topic: TopicName,
+    /// `None`: the broker generates one
+    pub name: Option<String>,
+    /// any access mode but Shared
+    pub exclusive: bool,
+    pub connection: u64,
+    pub producer_id: u64,
+    pub out: Outbound,
+}
+
 struct Topic {
     ledger_id: u64,
     partition: i32,
     entries: Vec<Arc<StoredEntry>>,
     subscriptions: BTreeMap<String, Subscription>,
-    /// producer name → (connection, producer id): a name is connected once at a time
-    producers: BTreeMap<String, (u64, u64)>,
+    /// producer name → where it is connected: a name is connected once at a time
+    producers: BTreeMap<String, ProducerReg>,
     /// the producer that asked for exclusive access, while connected
     exclusive_producer: Option<String>,
     stats: TopicStats,
@@ -214,14 +238,16 @@ impl Broker {
     /// (ProducerBusy, as a broker answers; the same connection may re-create it), or
     /// exclusive access conflicts: an exclusive producer is refused (ProducerFenced)
     /// while others are connected, others are refused (ProducerBusy) while it is.
-    pub fn add_producer(
-        &self,
-        topic: &TopicName,
-        name: Option<String>,
-        exclusive: bool,
-        connection: u64,
-        producer_id: u64,
-    ) -> Result<String, Refusal> {
+    pub fn add_producer(&self, request: ProducerRequest) -> Result<String, Refusal> {
+        let ProducerRequest {
+            topic,
+            name,
+            exclusive,
+            connection,
+            producer_id,
+            out,
+        } = request;
+        let topic = &topic;
         let mut state = self.lock();
         state.refuse_partitioned(topic)?;
         let refused = state
@@ -243,8 +269,8 @@ impl Broker {
             }
         };
         let t = state.topic(topic);
-        if let Some((other, _)) = t.producers.get(&name) {
-            if *other != connection {
+        if let Some(existing) = t.producers.get(&name) {
+            if existing.connection != connection {
                 return Err(Refusal::new(
                     ServerError::ProducerBusy,
                     format!("Producer with name '{name}' is already connected to topic {topic}"),
@@ -267,7 +293,14 @@ impl Broker {
                 format!("Topic {topic} has an existing exclusive producer: {owner}"),
             ));
         }
-        t.producers.insert(name.clone(), (connection, producer_id));
+        t.producers.insert(
+            name.clone(),
+            ProducerReg {
+                connection,
+                producer_id,
+                out,
+            },
+        );
         t.stats.producers_created += 1;
         Ok(name)
     }
@@ -276,6 +309,7 @@ impl Broker {
     pub fn publish(
         &self,
         topic: &TopicName,
+        (connection, producer_id): (u64, u64),
         metadata: MessageMetadata,
         metadata_bytes: Bytes,
         payload: Bytes,
@@ -294,6 +328,18 @@ impl Broker {
             ));
         }
         let t = state.topic(topic);
+        let registered = t
+            .producers
+            .values()
+            .any(|p| (p.connection, p.producer_id) == (connection, producer_id));
+        if !registered {
+            // closed by an unload: a broker fails the sends still in flight this way
+            t.stats.send_errors += 1;
+            return Err(Refusal::new(
+                ServerError::PersistenceError,
+                "the producer was closed by the broker (topic unloaded)",
+            ));
+        }
         let entry = StoredEntry {
             topic: topic.as_str().to_string(),
             ledger_id: t.ledger_id,
@@ -323,7 +369,7 @@ impl Broker {
     pub fn remove_producer(&self, topic: &TopicName, connection: u64, producer_id: u64) {
         if let Some(t) = self.lock().topics.get_mut(topic.as_str()) {
             t.producers
-                .retain(|_, owner| *owner != (connection, producer_id));
+                .retain(|_, p| (p.connection, p.producer_id) != (connection, producer_id));
             t.forget_gone_exclusive();
         }
     }
@@ -473,7 +519,7 @@ impl Broker {
     pub fn connection_closed(&self, connection: u64) {
         let mut state = self.lock();
         for t in state.topics.values_mut() {
-            t.producers.retain(|_, (owner, _)| *owner != connection);
+            t.producers.retain(|_, p| p.connection != connection);
             t.forget_gone_exclusive();
             for s in t.subscriptions.values_mut() {
                 s.remove_connection(connection);
@@ -570,6 +616,7 @@ impl Broker {
             sum.producers_refused += s.producers_refused;
             sum.entries_dispatched += s.entries_dispatched;
             sum.acks_received += s.acks_received;
+            sum.unloads += s.unloads;
         }
         sum
     }
@@ -587,6 +634,34 @@ impl Broker {
             }
         }
         found
+    }
+
+    /// Fault: closes every producer and consumer of a topic (all partitions) with
+    /// CLOSE_PRODUCER / CLOSE_CONSUMER, as a broker unloading the topic does.
+    pub fn unload(&self, name: &TopicName) {
+        let mut state = self.lock();
+        for topic in Self::resolve(&state, name) {
+            let Some(t) = state.topics.get_mut(&topic) else {
+                continue;
+            };
+            for p in std::mem::take(&mut t.producers).into_values() {
+                let _ = p.out.send(OutFrame::command(BaseCommand {
+                    r#type: Type::CloseProducer as i32,
+                    close_producer: Some(CommandCloseProducer {
+                        producer_id: p.producer_id,
+                        // -1 on the wire: not an answer to a client request
+                        request_id: u64::MAX,
+                    }),
+                    ..Default::default()
+                }));
+            }
+            t.exclusive_producer = None;
+            for s in t.subscriptions.values_mut() {
+                s.close_all_consumers();
+            }
+            t.subscriptions.retain(|_, s| s.durable());
+            t.stats.unloads += 1;
+        }
     }
 
     /// Fault: PRODUCER answered ServiceNotReady until `until`.

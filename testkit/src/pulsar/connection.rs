@@ -32,7 +32,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::broker::{Broker, Refusal, SubscribeRequest};
+use super::broker::{Broker, ProducerRequest, Refusal, SubscribeRequest};
 use super::config::PulsarStandinConfig;
 use super::frame::{FrameCodec, FrameError, InFrame, OutFrame};
 use super::subscription::ConsumerHandle;
@@ -380,33 +380,32 @@ impl Session {
         } else if let Some(p) = c.producer {
             let result = TopicName::parse(&p.topic)
                 .map_err(invalid_topic)
-                .and_then(|topic| match self.producers.get(&p.producer_id) {
-                    // a retried PRODUCER for a producer that exists: same answer
-                    Some(existing) if existing.topic == topic => Ok(existing.name.clone()),
-                    _ => {
-                        if let Some(old) = self.producers.remove(&p.producer_id) {
-                            self.broker
-                                .remove_producer(&old.topic, self.id, p.producer_id);
-                        }
-                        let name = self.broker.add_producer(
-                            &topic,
-                            p.producer_name.clone(),
-                            // WaitForExclusive and ExclusiveWithFencing are served as Exclusive
-                            p.producer_access_mode
-                                .is_some_and(|m| m != ProducerAccessMode::Shared as i32),
-                            self.id,
-                            p.producer_id,
-                        )?;
-                        info!(connection = self.id, %topic, producer = %name, "producer created");
-                        self.producers.insert(
-                            p.producer_id,
-                            Producer {
-                                topic,
-                                name: name.clone(),
-                            },
-                        );
-                        Ok(name)
+                .and_then(|topic| {
+                    // a retried or re-created producer replaces its earlier registration
+                    if let Some(old) = self.producers.remove(&p.producer_id) {
+                        self.broker
+                            .remove_producer(&old.topic, self.id, p.producer_id);
                     }
+                    let name = self.broker.add_producer(ProducerRequest {
+                        topic: topic.clone(),
+                        name: p.producer_name.clone(),
+                        // WaitForExclusive and ExclusiveWithFencing are served as Exclusive
+                        exclusive: p
+                            .producer_access_mode
+                            .is_some_and(|m| m != ProducerAccessMode::Shared as i32),
+                        connection: self.id,
+                        producer_id: p.producer_id,
+                        out: self.out.clone(),
+                    })?;
+                    info!(connection = self.id, %topic, producer = %name, "producer created");
+                    self.producers.insert(
+                        p.producer_id,
+                        Producer {
+                            topic,
+                            name: name.clone(),
+                        },
+                    );
+                    Ok(name)
                 });
             self.send(match result {
                 Ok(producer_name) => OutFrame::command(BaseCommand {
@@ -568,11 +567,6 @@ impl Session {
                 message: "empty subscription name".into(),
             });
         }
-        if let Some((existing, sub)) = self.consumers.get(&s.consumer_id) {
-            if *existing == topic && *sub == s.subscription {
-                return Ok(()); // a retried SUBSCRIBE for a consumer that exists
-            }
-        }
         let sub_type = SubType::try_from(s.sub_type).unwrap_or(SubType::Exclusive);
         let initial_position = s
             .initial_position
@@ -615,6 +609,7 @@ impl Session {
         let result = if payload.checksum_ok {
             self.broker.publish(
                 &producer.topic,
+                (self.id, send.producer_id),
                 payload.metadata,
                 payload.metadata_bytes,
                 payload.data,

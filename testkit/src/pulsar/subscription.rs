@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use pulsar::proto::{
     base_command::Type, command_subscribe::SubType, BaseCommand, CommandActiveConsumerChange,
-    CommandMessage, MessageIdData,
+    CommandCloseConsumer, CommandMessage, MessageIdData,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -130,6 +130,9 @@ impl Subscription {
         consumer: ConsumerHandle,
         sub_type: SubType,
     ) -> Result<(), JoinError> {
+        if self.consumers.iter().any(|c| c.key() == consumer.key()) {
+            return Ok(()); // a retried SUBSCRIBE for a consumer already attached
+        }
         if self.consumers.is_empty() {
             self.sub_type = sub_type;
         } else if self.sub_type != sub_type {
@@ -157,6 +160,29 @@ impl Subscription {
         self.requeue(|owner| owner == (connection, consumer_id));
         self.update_active();
         true
+    }
+
+    /// Closes every consumer with CLOSE_CONSUMER (a topic unload); what they held is
+    /// redelivered when they come back.
+    pub fn close_all_consumers(&mut self) {
+        let consumers: Vec<(u64, u64)> = self.consumers.iter().map(|c| c.key()).collect();
+        for c in &self.consumers {
+            c.send(
+                BaseCommand {
+                    r#type: Type::CloseConsumer as i32,
+                    close_consumer: Some(CommandCloseConsumer {
+                        consumer_id: c.consumer_id,
+                        // -1 on the wire: not an answer to a client request
+                        request_id: u64::MAX,
+                    }),
+                    ..Default::default()
+                },
+                None,
+            );
+        }
+        for (connection, consumer_id) in consumers {
+            self.remove_consumer(connection, consumer_id);
+        }
     }
 
     /// Removes every consumer of a closed connection.
