@@ -193,12 +193,12 @@ async fn held_receipts_arrive_late_for_messages_already_stored() {
     let client = client(&standin.url()).await;
     let topic = topic("hold-receipts");
     let mut producer = producer(&client, &topic).await;
-    standin.hold_receipts_for(Duration::from_millis(400));
+    standin.hold_receipts_for(Duration::from_millis(1000));
     let started = Instant::now();
     let receipt = queue(&mut producer, "slow".into()).await;
     // stored right away ...
     standin
-        .wait_for_messages(&topic, 1, Duration::from_millis(300))
+        .wait_for_messages(&topic, 1, Duration::from_millis(800))
         .await
         .expect("stored before the receipt");
     // ... acknowledged only once the hold ends
@@ -207,7 +207,7 @@ async fn held_receipts_arrive_late_for_messages_already_stored() {
         .expect("receipt in time")
         .expect("receipt");
     assert!(
-        started.elapsed() >= Duration::from_millis(350),
+        started.elapsed() >= Duration::from_millis(950),
         "receipt held"
     );
     standin.shutdown().await;
@@ -312,5 +312,54 @@ async fn consumer_gets_unacknowledged_messages_again_after_a_dropped_connection(
     tokio::time::timeout(DEADLINE, rest)
         .await
         .expect("every message delivered after the reconnect");
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unloaded_topic_gets_its_producers_and_consumers_back_without_loss() {
+    let standin = standin().await;
+    let client = client(&standin.url()).await;
+    let topic = topic("unload");
+    let mut producer = producer(&client, &topic).await;
+    let mut consumer = consumer(&client, &topic, "sub", SubType::Exclusive).await;
+    let mut sends = Vec::new();
+    for i in 0..10 {
+        let body = format!("m{i:02}");
+        sends.push((body.clone(), queue(&mut producer, body).await));
+    }
+    let mut acked = acknowledged(sends).await;
+    let mut seen: BTreeSet<String> = read(&mut consumer, 5, true)
+        .await
+        .into_iter()
+        .map(|m| String::from_utf8(m.payload.data).expect("utf8"))
+        .collect();
+
+    // WHEN the broker unloads the topic
+    standin.unload_topic(&topic);
+
+    // THEN the producer is re-created and goes on
+    let mut sends = Vec::new();
+    for i in 10..20 {
+        let body = format!("m{i:02}");
+        sends.push((body.clone(), queue(&mut producer, body).await));
+    }
+    acked.extend(acknowledged(sends).await);
+    assert_eq!(acked.len(), 20);
+    assert_all_stored(&standin, &topic, &acked);
+    let stats = standin.stats(&topic);
+    assert_eq!(stats.unloads, 1);
+    assert!(stats.producers_created >= 2, "re-created: {stats:?}");
+
+    // AND the consumer resubscribes and gets everything it had not acknowledged
+    let rest = async {
+        while seen.len() < 20 {
+            let m = consumer.next().await.expect("stream").expect("message");
+            consumer.ack(&m).await.expect("ack");
+            seen.insert(String::from_utf8(m.payload.data).expect("utf8"));
+        }
+    };
+    tokio::time::timeout(DEADLINE, rest)
+        .await
+        .expect("every message delivered after the unload");
     standin.shutdown().await;
 }

@@ -12,7 +12,8 @@ use pulsar::message::{Codec, Message, Payload};
 use pulsar::proto::{
     base_command::Type, command_lookup_topic_response, command_partitioned_topic_metadata_response,
     BaseCommand, CommandConnect, CommandLookupTopic, CommandPartitionedTopicMetadata, CommandPing,
-    CommandPong, CommandProducer, CommandSeek, CommandSend, MessageMetadata, ServerError,
+    CommandPong, CommandProducer, CommandSeek, CommandSend, MessageMetadata, ProducerAccessMode,
+    ServerError,
 };
 use pulsar_support::*;
 use testkit::pulsar::{PulsarStandin, PulsarStandinConfig};
@@ -162,7 +163,7 @@ async fn a_first_command_other_than_connect_closes_the_connection() {
 async fn answers_pings_and_pings_idle_clients_then_drops_silent_ones() {
     init_tracing();
     let standin = PulsarStandin::start(PulsarStandinConfig {
-        keep_alive: Duration::from_millis(100),
+        keep_alive: Duration::from_millis(300),
         ..Default::default()
     })
     .await
@@ -412,5 +413,114 @@ async fn serves_several_clients_at_once() {
         let expected: Vec<String> = (0..25).map(|i| format!("c{c}-{i}")).collect();
         assert_eq!(mine, expected);
     }
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_producer_name_is_connected_once_at_a_time() {
+    let standin = standin().await;
+    let topic = topic("named");
+    let first_client = client(&standin.url()).await;
+    let mut first = first_client
+        .producer()
+        .with_topic(&topic)
+        .with_name("sidecar")
+        .build()
+        .await
+        .expect("first producer");
+    let impatient = pulsar::Pulsar::builder(standin.url(), pulsar::TokioExecutor)
+        .with_operation_retry_options(pulsar::OperationRetryOptions {
+            max_retries: Some(1),
+            ..operation_retry()
+        })
+        .with_connection_retry_options(connection_retry())
+        .build()
+        .await
+        .expect("client");
+    let busy = tokio::time::timeout(
+        DEADLINE,
+        impatient
+            .producer()
+            .with_topic(&topic)
+            .with_name("sidecar")
+            .build(),
+    )
+    .await
+    .expect("outcome in time");
+    let error = busy.err().expect("same name refused");
+    assert!(format!("{error:?}").contains("ProducerBusy"), "{error:?}");
+
+    // once the first closes, the name is free
+    first.close().await.expect("close");
+    let mut second = tokio::time::timeout(
+        DEADLINE,
+        impatient
+            .producer()
+            .with_topic(&topic)
+            .with_name("sidecar")
+            .build(),
+    )
+    .await
+    .expect("in time")
+    .expect("name free again");
+    second
+        .send_non_blocking(b"x".to_vec())
+        .await
+        .expect("queue")
+        .await
+        .expect("receipt");
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_exclusive_producer_keeps_others_off_the_topic() {
+    let standin = standin().await;
+    let topic = topic("exclusive-producer");
+    let client = client(&standin.url()).await;
+    let exclusive = pulsar::ProducerOptions {
+        access_mode: Some(ProducerAccessMode::Exclusive as i32),
+        ..Default::default()
+    };
+    let mut owner = client
+        .producer()
+        .with_topic(&topic)
+        .with_name("owner")
+        .with_options(exclusive.clone())
+        .build()
+        .await
+        .expect("exclusive producer");
+    let impatient = pulsar::Pulsar::builder(standin.url(), pulsar::TokioExecutor)
+        .with_operation_retry_options(pulsar::OperationRetryOptions {
+            max_retries: Some(1),
+            ..operation_retry()
+        })
+        .with_connection_retry_options(connection_retry())
+        .build()
+        .await
+        .expect("client");
+    let shared = tokio::time::timeout(DEADLINE, impatient.producer().with_topic(&topic).build())
+        .await
+        .expect("outcome in time");
+    let error = shared.err().expect("a shared producer is kept off");
+    assert!(format!("{error:?}").contains("ProducerBusy"), "{error:?}");
+    let rival = tokio::time::timeout(
+        DEADLINE,
+        impatient
+            .producer()
+            .with_topic(&topic)
+            .with_name("rival")
+            .with_options(exclusive)
+            .build(),
+    )
+    .await
+    .expect("outcome in time");
+    let error = rival.err().expect("a second exclusive producer is fenced");
+    assert!(format!("{error:?}").contains("ProducerFenced"), "{error:?}");
+
+    owner.close().await.expect("close");
+    tokio::time::timeout(DEADLINE, impatient.producer().with_topic(&topic).build())
+        .await
+        .expect("in time")
+        .expect("the topic is open again");
     standin.shutdown().await;
 }

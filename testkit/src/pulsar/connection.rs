@@ -23,7 +23,8 @@ use pulsar::proto::{
     BaseCommand, CommandAckResponse, CommandConnected, CommandError,
     CommandGetLastMessageIdResponse, CommandGetSchemaResponse, CommandGetTopicsOfNamespaceResponse,
     CommandLookupTopicResponse, CommandPartitionedTopicMetadataResponse, CommandPing, CommandPong,
-    CommandProducerSuccess, CommandSendError, CommandSendReceipt, CommandSuccess, ServerError,
+    CommandProducerSuccess, CommandSendError, CommandSendReceipt, CommandSuccess,
+    ProducerAccessMode, ServerError,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -31,7 +32,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::broker::{Broker, Refusal, SubscribeRequest};
+use super::broker::{Broker, ProducerRequest, Refusal, SubscribeRequest};
 use super::config::PulsarStandinConfig;
 use super::frame::{FrameCodec, FrameError, InFrame, OutFrame};
 use super::subscription::ConsumerHandle;
@@ -277,6 +278,9 @@ impl Session {
     ) -> Result<(), ConnectionError> {
         let period = ctx.config.keep_alive;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // a late tick must not be followed by an immediate one, or a slow test machine
+        // would look like a silent client
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // As a broker does: ping every period, and close if the previous ping got no
         // answer (any frame counts as one).
         let mut awaiting_pong = false;
@@ -376,21 +380,32 @@ impl Session {
         } else if let Some(p) = c.producer {
             let result = TopicName::parse(&p.topic)
                 .map_err(invalid_topic)
-                .and_then(|topic| match self.producers.get(&p.producer_id) {
-                    // a retried PRODUCER for a producer that exists: same answer
-                    Some(existing) if existing.topic == topic => Ok(existing.name.clone()),
-                    _ => {
-                        let name = self.broker.add_producer(&topic, p.producer_name.clone())?;
-                        info!(connection = self.id, %topic, producer = %name, "producer created");
-                        self.producers.insert(
-                            p.producer_id,
-                            Producer {
-                                topic,
-                                name: name.clone(),
-                            },
-                        );
-                        Ok(name)
+                .and_then(|topic| {
+                    // a retried or re-created producer replaces its earlier registration
+                    if let Some(old) = self.producers.remove(&p.producer_id) {
+                        self.broker
+                            .remove_producer(&old.topic, self.id, p.producer_id);
                     }
+                    let name = self.broker.add_producer(ProducerRequest {
+                        topic: topic.clone(),
+                        name: p.producer_name.clone(),
+                        // WaitForExclusive and ExclusiveWithFencing are served as Exclusive
+                        exclusive: p
+                            .producer_access_mode
+                            .is_some_and(|m| m != ProducerAccessMode::Shared as i32),
+                        connection: self.id,
+                        producer_id: p.producer_id,
+                        out: self.out.clone(),
+                    })?;
+                    info!(connection = self.id, %topic, producer = %name, "producer created");
+                    self.producers.insert(
+                        p.producer_id,
+                        Producer {
+                            topic,
+                            name: name.clone(),
+                        },
+                    );
+                    Ok(name)
                 });
             self.send(match result {
                 Ok(producer_name) => OutFrame::command(BaseCommand {
@@ -410,7 +425,11 @@ impl Session {
                 }
             });
         } else if let Some(cp) = c.close_producer {
-            self.producers.remove(&cp.producer_id);
+            if let Some(producer) = self.producers.remove(&cp.producer_id) {
+                info!(connection = self.id, topic = %producer.topic, producer = %producer.name, "producer closed");
+                self.broker
+                    .remove_producer(&producer.topic, self.id, cp.producer_id);
+            }
             self.send(success_frame(cp.request_id));
         } else if let Some(s) = c.subscribe {
             let request_id = s.request_id;
@@ -548,11 +567,6 @@ impl Session {
                 message: "empty subscription name".into(),
             });
         }
-        if let Some((existing, sub)) = self.consumers.get(&s.consumer_id) {
-            if *existing == topic && *sub == s.subscription {
-                return Ok(()); // a retried SUBSCRIBE for a consumer that exists
-            }
-        }
         let sub_type = SubType::try_from(s.sub_type).unwrap_or(SubType::Exclusive);
         let initial_position = s
             .initial_position
@@ -595,6 +609,7 @@ impl Session {
         let result = if payload.checksum_ok {
             self.broker.publish(
                 &producer.topic,
+                (self.id, send.producer_id),
                 payload.metadata,
                 payload.metadata_bytes,
                 payload.data,

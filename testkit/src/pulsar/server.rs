@@ -289,6 +289,20 @@ impl PulsarStandin {
         self.shared.broker.hold_receipts_until(Instant::now() + d);
     }
 
+    /// Closes every producer and consumer of `topic` (all its partitions) with
+    /// CLOSE_PRODUCER / CLOSE_CONSUMER, as a broker unloading the topic does; the
+    /// `pulsar` client re-creates them and resends what had no receipt. Not one of
+    /// the faults the stand-in was asked for, but the one a broker causes most often.
+    pub fn unload_topic(&self, topic: &str) {
+        match TopicName::parse(topic) {
+            Ok(name) => {
+                warn!(topic = %name, "unloading topic (injected fault)");
+                self.shared.broker.unload(&name);
+            }
+            Err(e) => warn!(error = %e, "topic not unloaded"),
+        }
+    }
+
     /// Stops listening and drops every connection: clients get "connection refused"
     /// until [`Self::come_back`].
     pub async fn go_unreachable(&self) {
