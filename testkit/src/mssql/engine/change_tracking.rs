@@ -206,8 +206,7 @@ pub fn record(db: &mut Database, ops: &[Op], now_ms: u64) -> Option<i64> {
                     EntryKind::Update(mask.map(|m| m.into_iter().collect()))
                 }
             };
-            let inserted = matches!(kind, EntryKind::Insert)
-                || (matches!(kind, EntryKind::Update(None)) && !tracking.keys.contains_key(&key));
+            let inserted = matches!(kind, EntryKind::Insert);
             let entry = Entry {
                 version,
                 kind,
