@@ -26,7 +26,9 @@ GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [cdc_reader];
 /// A database prepared only with plain DDL, then the migration run twice.
 fn migrated() -> Engine {
     let engine = Engine::new();
-    engine.execute("master", "CREATE DATABASE Shop").expect("db");
+    engine
+        .execute("master", "CREATE DATABASE Shop")
+        .expect("db");
     engine
         .execute(
             "Shop",
@@ -34,7 +36,9 @@ fn migrated() -> Engine {
         )
         .expect("table");
     engine.execute("Shop", MIGRATION).expect("migration");
-    engine.execute("Shop", MIGRATION).expect("migration is idempotent");
+    engine
+        .execute("Shop", MIGRATION)
+        .expect("migration is idempotent");
     engine
 }
 
@@ -70,8 +74,24 @@ fn migrations_are_idempotent_and_configure_tracking_snapshot_and_access() {
             Value::Bit(true)
         ]]
     );
-    assert_eq!(query(&engine, "Shop", "SELECT name FROM sys.database_principals WHERE name = N'cdc_reader'").len(), 1);
-    assert_eq!(query(&engine, "Shop", "SELECT object_id FROM sys.change_tracking_tables").len(), 1);
+    assert_eq!(
+        query(
+            &engine,
+            "Shop",
+            "SELECT name FROM sys.database_principals WHERE name = N'cdc_reader'"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        query(
+            &engine,
+            "Shop",
+            "SELECT object_id FROM sys.change_tracking_tables"
+        )
+        .len(),
+        1
+    );
 }
 
 #[test]
@@ -108,13 +128,22 @@ fn startup_checks_return_sql_servers_columns() {
         vec![
             col("snapshot_isolation_state", SqlType::TinyInt, true),
             col("retention_period", SqlType::Int, true),
-            col("retention_period_units_desc", SqlType::NVarChar(Some(60)), true),
+            col(
+                "retention_period_units_desc",
+                SqlType::NVarChar(Some(60)),
+                true
+            ),
             col("is_auto_cleanup_on", SqlType::Bit, true),
         ]
     );
     assert_eq!(
         rows(&out),
-        vec![vec![Value::Int(1), Value::Int(3), Value::String("DAYS".into()), Value::Bit(true)]]
+        vec![vec![
+            Value::Int(1),
+            Value::Int(3),
+            Value::String("DAYS".into()),
+            Value::Bit(true)
+        ]]
     );
 
     let name = p("@P1", Value::String("[dbo].[Orders]".into()));
@@ -137,7 +166,10 @@ fn startup_checks_return_sql_servers_columns() {
     let Value::Int(object_id) = r[0][0] else {
         panic!("object id {:?}", r[0][0])
     };
-    assert_eq!((r[0][1].clone(), r[0][2].clone()), (Value::Int(1), Value::Int(1)));
+    assert_eq!(
+        (r[0][1].clone(), r[0][2].clone()),
+        (Value::Int(1), Value::Int(1))
+    );
 
     let id = p("@P1", Value::Int(object_id));
     let out = run(
@@ -154,7 +186,10 @@ fn startup_checks_return_sql_servers_columns() {
             col("begin_version", SqlType::BigInt, true),
         ]
     );
-    assert_eq!(rows(&out), vec![vec![Value::Bit(true), Value::Int(0), Value::Int(0)]]);
+    assert_eq!(
+        rows(&out),
+        vec![vec![Value::Bit(true), Value::Int(0), Value::Int(0)]]
+    );
 
     let out = run(
         &mut s,
@@ -180,9 +215,33 @@ fn startup_checks_return_sql_servers_columns() {
     assert_eq!(
         rows(&out),
         vec![
-            vec![Value::Int(1), s_("Id"), s_("int"), Value::Int(4), Value::Int(10), Value::Int(0), Value::Bit(false)],
-            vec![Value::Int(2), s_("Customer"), s_("nvarchar"), Value::Int(200), Value::Int(0), Value::Int(0), Value::Bit(false)],
-            vec![Value::Int(3), s_("Total"), s_("decimal"), Value::Int(9), Value::Int(10), Value::Int(2), Value::Bit(true)],
+            vec![
+                Value::Int(1),
+                s_("Id"),
+                s_("int"),
+                Value::Int(4),
+                Value::Int(10),
+                Value::Int(0),
+                Value::Bit(false)
+            ],
+            vec![
+                Value::Int(2),
+                s_("Customer"),
+                s_("nvarchar"),
+                Value::Int(200),
+                Value::Int(0),
+                Value::Int(0),
+                Value::Bit(false)
+            ],
+            vec![
+                Value::Int(3),
+                s_("Total"),
+                s_("decimal"),
+                Value::Int(9),
+                Value::Int(10),
+                Value::Int(2),
+                Value::Bit(true)
+            ],
         ]
     );
 
@@ -198,7 +257,10 @@ fn startup_checks_return_sql_servers_columns() {
     );
     assert_eq!(
         columns(&out),
-        vec![col("key_ordinal", SqlType::TinyInt, false), col("name", SqlType::NVarChar(Some(128)), true)]
+        vec![
+            col("key_ordinal", SqlType::TinyInt, false),
+            col("name", SqlType::NVarChar(Some(128)), true)
+        ]
     );
     assert_eq!(rows(&out), vec![vec![Value::Int(1), s_("Id")]]);
 }
@@ -207,17 +269,36 @@ fn startup_checks_return_sql_servers_columns() {
 fn streaming_queries_run_in_one_snapshot_transaction() {
     let engine = migrated();
     engine
-        .execute("Shop", "INSERT INTO dbo.Orders VALUES (1, N'a', 1.50), (2, N'b', 2.00)")
+        .execute(
+            "Shop",
+            "INSERT INTO dbo.Orders VALUES (1, N'a', 1.50), (2, N'b', 2.00)",
+        )
         .expect("v1");
-    engine.execute("Shop", "UPDATE dbo.Orders SET Total = 3 WHERE Id = 2").expect("v2");
-    engine.execute("Shop", "DELETE FROM dbo.Orders WHERE Id = 1").expect("v3");
+    engine
+        .execute("Shop", "UPDATE dbo.Orders SET Total = 3 WHERE Id = 2")
+        .expect("v2");
+    engine
+        .execute("Shop", "DELETE FROM dbo.Orders WHERE Id = 1")
+        .expect("v3");
     let mut s = reader(&engine);
-    let out = run(&mut s, "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS current_version;", &[]);
+    let out = run(
+        &mut s,
+        "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS current_version;",
+        &[],
+    );
     assert_eq!(rows(&out), vec![vec![Value::Int(3)]]);
 
-    run(&mut s, "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION;", &[]);
+    run(
+        &mut s,
+        "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION;",
+        &[],
+    );
     assert!(s.in_transaction());
-    run(&mut s, "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS current_version;", &[]);
+    run(
+        &mut s,
+        "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS current_version;",
+        &[],
+    );
     let probe = "SELECT 0 AS table_index,
        CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'[dbo].[Orders]')) AS min_valid_version,
        CASE WHEN @P2 >= CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'[dbo].[Orders]'))
@@ -234,7 +315,11 @@ SELECT 1,
     let out = run(
         &mut s,
         probe,
-        &[p("@P1", Value::Int(3)), p("@P2", Value::Int(0)), p("@P3", Value::Int(3))],
+        &[
+            p("@P1", Value::Int(3)),
+            p("@P2", Value::Int(0)),
+            p("@P3", Value::Int(3)),
+        ],
     );
     assert_eq!(
         columns(&out),
@@ -252,7 +337,8 @@ SELECT 1,
         ]
     );
 
-    let change_query = "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
+    let change_query =
+        "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
        CT.SYS_CHANGE_CONTEXT,
        CHANGE_TRACKING_IS_COLUMN_IN_MASK(3, CT.SYS_CHANGE_COLUMNS) AS [__changed_3],
        CT.[Id] AS [__key_Id],
@@ -261,7 +347,11 @@ FROM CHANGETABLE(CHANGES [dbo].[Orders], @P1) AS CT
 LEFT OUTER JOIN [dbo].[Orders] AS T ON T.[Id] = CT.[Id]
 WHERE CT.SYS_CHANGE_VERSION <= @P2
 ORDER BY CT.SYS_CHANGE_VERSION, CT.[Id];";
-    let out = run(&mut s, change_query, &[p("@P1", Value::Int(1)), p("@P2", Value::Int(3))]);
+    let out = run(
+        &mut s,
+        change_query,
+        &[p("@P1", Value::Int(1)), p("@P2", Value::Int(3))],
+    );
     assert_eq!(
         columns(&out),
         vec![
@@ -273,7 +363,14 @@ ORDER BY CT.SYS_CHANGE_VERSION, CT.[Id];";
             col("__key_Id", SqlType::Int, false),
             col("Id", SqlType::Int, false),
             col("Customer", SqlType::NVarChar(Some(100)), false),
-            col("Total", SqlType::Decimal { precision: 10, scale: 2 }, true),
+            col(
+                "Total",
+                SqlType::Decimal {
+                    precision: 10,
+                    scale: 2
+                },
+                true
+            ),
         ]
     );
     let dec = |v: i128| Value::Decimal { value: v, scale: 2 };
@@ -322,7 +419,10 @@ fn keyset_snapshot_chunks_walk_composite_keys_in_order() {
         .transaction("Shop", |t| {
             for a in 0..10 {
                 for b in ["x", "y", "z"] {
-                    t.insert("dbo.T", vec![Value::Int(a), Value::String(b.into()), Value::Int(a)])?;
+                    t.insert(
+                        "dbo.T",
+                        vec![Value::Int(a), Value::String(b.into()), Value::Int(a)],
+                    )?;
                 }
             }
             Ok(())
@@ -345,7 +445,11 @@ fn keyset_snapshot_chunks_walk_composite_keys_in_order() {
             "SELECT TOP (@P1) T.[A], T.[B], T.[X] FROM [dbo].[T] AS T
 WHERE (T.[A] > @P2) OR (T.[A] = @P2 AND T.[B] > @P3)
 ORDER BY T.[A], T.[B];",
-            &[p("@P1", Value::Int(4)), p("@P2", last.0.clone()), p("@P3", last.1.clone())],
+            &[
+                p("@P1", Value::Int(4)),
+                p("@P2", last.0.clone()),
+                p("@P3", last.1.clone()),
+            ],
         );
         let r = rows(&out);
         if r.is_empty() {
@@ -365,7 +469,10 @@ fn keyset_chunk_on_a_large_table_does_not_scan_it() {
     engine
         .transaction("Shop", |t| {
             for i in 0..200_000 {
-                t.insert("dbo.Orders", vec![Value::Int(i), Value::String("c".into()), Value::Null])?;
+                t.insert(
+                    "dbo.Orders",
+                    vec![Value::Int(i), Value::String("c".into()), Value::Null],
+                )?;
             }
             Ok(())
         })
@@ -380,5 +487,9 @@ fn keyset_chunk_on_a_large_table_does_not_scan_it() {
         );
         assert_eq!(rows(&out).len(), 100);
     }
-    assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -4,7 +4,7 @@
 //! Layers, bottom up: values and types (`value`, `datatype`), persistent state
 //! (`catalog`, `storage`, `change_tracking`), T-SQL text to syntax tree (`lexer`,
 //! `parser`, `ast`), execution (`expr`, `functions`, `query`, `sysviews`, `dml`,
-//! `ddl`, `security`), and the connection-facing `session` and `engine`. Errors are
+//! `ddl`, `security`), and the connection-facing `session` and `server`. Errors are
 //! SQL Server's own (`error`). `docs/sql-surface.md` lists the T-SQL it accepts.
 
 mod ast;
@@ -13,7 +13,6 @@ mod change_tracking;
 mod datatype;
 mod ddl;
 mod dml;
-mod engine;
 mod env;
 mod error;
 mod expr;
@@ -22,10 +21,11 @@ mod lexer;
 mod parser;
 mod query;
 mod security;
+mod server;
 mod session;
 mod storage;
 mod sysviews;
 mod value;
 
-pub use engine::{Engine, Txn, DEFAULT_SA_PASSWORD};
+pub use server::{Engine, Txn, DEFAULT_SA_PASSWORD};
 pub use session::Session;
