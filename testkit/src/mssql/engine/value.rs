@@ -278,6 +278,9 @@ pub fn family_name(v: &Value) -> &'static str {
 /// then by [`compare`]; incomparable families fall back to a fixed family order.
 pub fn sort_cmp(a: &Value, b: &Value) -> Ordering {
     match (a, b) {
+        // Fast paths for the common key types.
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
+        (Value::String(x), Value::String(y)) => cmp_str(x, y),
         (Value::Null, Value::Null) => Ordering::Equal,
         (Value::Null, _) => Ordering::Less,
         (_, Value::Null) => Ordering::Greater,
