@@ -29,6 +29,7 @@ struct Inner {
     script: Mutex<HashMap<String, Vec<Outcome>>>,
     calls: Mutex<Vec<(String, Vec<Param>)>>,
     logins: Mutex<Vec<(String, String, Option<String>)>>,
+    sessions_dropped: std::sync::atomic::AtomicUsize,
 }
 
 /// Answers scripted SQL; `BEGIN TRANSACTION`, `COMMIT`, `ROLLBACK` and `USE` change
@@ -57,6 +58,13 @@ impl FakeBackend {
         self.inner.calls.lock().unwrap().clone()
     }
 
+    /// How many sessions have been dropped (their connection task ended).
+    pub fn sessions_dropped(&self) -> usize {
+        self.inner
+            .sessions_dropped
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Every (user, password, database) login attempt.
     pub fn logins(&self) -> Vec<(String, String, Option<String>)> {
         self.inner.logins.lock().unwrap().clone()
@@ -67,6 +75,14 @@ pub struct FakeSession {
     inner: Arc<Inner>,
     database: String,
     in_transaction: bool,
+}
+
+impl Drop for FakeSession {
+    fn drop(&mut self) {
+        self.inner
+            .sessions_dropped
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Backend for FakeBackend {
@@ -241,7 +257,7 @@ fn ucs2(s: &str) -> Vec<u8> {
 }
 
 /// A hand-built LOGIN7 (MS-TDS 2.2.6.4) with SQL authentication.
-pub fn login7(user: &str, password: &str, database: &str) -> Vec<u8> {
+pub fn login7(user: &str, password: &str, database: &str, packet_size: u32) -> Vec<u8> {
     let obfuscated: Vec<u8> = ucs2(password)
         .into_iter()
         .map(|b| b.rotate_left(4) ^ 0xA5)
@@ -260,7 +276,7 @@ pub fn login7(user: &str, password: &str, database: &str) -> Vec<u8> {
     let mut fixed = Vec::new();
     fixed.extend_from_slice(&0u32.to_le_bytes()); // length, patched below
     fixed.extend_from_slice(&0x7400_0004u32.to_le_bytes());
-    fixed.extend_from_slice(&4096u32.to_le_bytes());
+    fixed.extend_from_slice(&packet_size.to_le_bytes());
     fixed.extend_from_slice(&[0u8; 12]);
     fixed.extend_from_slice(&[0xE0, 0x03, 0x00, 0x00]);
     fixed.extend_from_slice(&[0u8; 8]);
@@ -294,6 +310,24 @@ pub async fn raw_login(
     password: &str,
     database: &str,
 ) -> (Vec<u8>, TcpStream) {
+    raw_login_full(server, user, password, database, 4096).await
+}
+
+/// [`raw_login`] as the test user, asking for `packet_size`.
+pub async fn raw_login_with_packet_size(
+    server: &MssqlServer,
+    packet_size: u32,
+) -> (Vec<u8>, TcpStream) {
+    raw_login_full(server, USER, PASSWORD, DATABASE, packet_size).await
+}
+
+async fn raw_login_full(
+    server: &MssqlServer,
+    user: &str,
+    password: &str,
+    database: &str,
+    packet_size: u32,
+) -> (Vec<u8>, TcpStream) {
     let mut tcp = TcpStream::connect(server.addr()).await.expect("connect");
     // VERSION (6 bytes) and ENCRYPTION (1 byte) options, then the terminator.
     let prelogin = [
@@ -301,7 +335,12 @@ pub async fn raw_login(
     ];
     send_packet(&mut tcp, 0x12, &prelogin).await;
     let _answer = read_response(&mut tcp).await;
-    send_packet(&mut tcp, 0x10, &login7(user, password, database)).await;
+    send_packet(
+        &mut tcp,
+        0x10,
+        &login7(user, password, database, packet_size),
+    )
+    .await;
     let response = read_response(&mut tcp).await;
     (response, tcp)
 }
@@ -331,4 +370,21 @@ pub async fn closed_by_server(tcp: &mut TcpStream) -> bool {
         tokio::time::timeout(DEADLINE, tcp.read(&mut buf)).await,
         Ok(Ok(0)) | Ok(Err(_))
     )
+}
+
+/// Reads one server message and returns the length of each of its packets.
+pub async fn read_packet_sizes(tcp: &mut TcpStream) -> Vec<usize> {
+    use tokio::io::AsyncReadExt;
+    let mut sizes = Vec::new();
+    loop {
+        let mut header = [0u8; 8];
+        tcp.read_exact(&mut header).await.expect("header");
+        let len = u16::from_be_bytes([header[2], header[3]]) as usize;
+        let mut body = vec![0u8; len - 8];
+        tcp.read_exact(&mut body).await.expect("body");
+        sizes.push(len);
+        if header[1] & 1 != 0 {
+            return sizes;
+        }
+    }
 }
