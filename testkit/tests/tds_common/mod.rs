@@ -173,6 +173,11 @@ pub async fn start(backend: &FakeBackend) -> MssqlServer {
 }
 
 pub async fn start_with(backend: &FakeBackend, config: MssqlServerConfig) -> MssqlServer {
+    // `RUST_LOG=testkit=debug` shows the server's side of a failing test.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     MssqlServer::start(Arc::new(backend.clone()), config)
         .await
         .expect("server starts")

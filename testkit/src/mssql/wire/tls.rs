@@ -92,6 +92,9 @@ pub struct PreloginWrapped<S> {
     out: Vec<u8>,
     /// How much of `out` is already written.
     out_written: usize,
+    /// Raw bytes read while looking for a PRELOGIN header that turned out to be the
+    /// start of the first TLS record; delivered before anything else.
+    stash: Vec<u8>,
 }
 
 impl<S> PreloginWrapped<S> {
@@ -105,11 +108,18 @@ impl<S> PreloginWrapped<S> {
             payload_left: 0,
             out: Vec::new(),
             out_written: 0,
+            stash: Vec::new(),
         }
     }
 
     /// Switches to pass-through once the TLS handshake is complete.
     pub fn handshake_done(&mut self) {
+        if self.handshaking && self.header_read > 0 {
+            // Part of the first raw record was read as a would-be header.
+            let partial = self.header[..self.header_read].to_vec();
+            self.stash.extend_from_slice(&partial);
+            self.header_read = 0;
+        }
         self.handshaking = false;
     }
 
@@ -127,6 +137,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for PreloginWrapped<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.handshaking {
+            if !this.stash.is_empty() {
+                let n = this.stash.len().min(buf.remaining());
+                buf.put_slice(&this.stash[..n]);
+                this.stash.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         // Between packets: read a whole header first.
@@ -143,13 +159,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for PreloginWrapped<S> {
             this.header_read = 0;
             let header = PacketHeader::decode(this.header);
             if header.ty != packet_type::PRELOGIN {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "packet type {:#04x} during the TLS handshake, expected PRELOGIN",
-                        header.ty
-                    ),
-                )));
+                // tokio-rustls keeps reading after the handshake completes, and with
+                // TLS 1.3 the client's first record (LOGIN7) follows its Finished at
+                // once, unwrapped. Keep the bytes, switch to pass-through and report
+                // "no data yet": a finished handshake then returns, an unfinished one
+                // is polled again and fails on the raw bytes as a TLS error.
+                this.stash = this.header.to_vec();
+                this.handshaking = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             this.payload_left = usize::from(header.length)
                 .checked_sub(HEADER_LEN)
