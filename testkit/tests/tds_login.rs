@@ -62,8 +62,7 @@ async fn wrong_password_is_error_18456_login_failed() {
 
     let err = connect_with(config(&server, USER, "wrong", Some(DATABASE)))
         .await
-        .err()
-        .expect("login must fail");
+        .expect_err("login must fail");
 
     match err {
         tiberius::error::Error::Server(e) => {
@@ -146,8 +145,7 @@ async fn unknown_database_is_error_4060() {
 
     let err = connect_with(config(&server, USER, PASSWORD, Some("Nope")))
         .await
-        .err()
-        .expect("login must fail");
+        .expect_err("login must fail");
 
     match err {
         tiberius::error::Error::Server(e) => {
@@ -169,7 +167,7 @@ async fn client_requiring_encryption_is_refused_by_a_server_without_tls() {
         let mut config = config(&server, USER, PASSWORD, Some(DATABASE));
         config.encryption(level);
         config.trust_cert();
-        let err = connect_with(config).await.err().expect("must be refused");
+        let err = connect_with(config).await.expect_err("must be refused");
         assert!(
             err.to_string()
                 .contains("Server does not allow the requested encryption level"),

@@ -35,7 +35,7 @@ async fn many_concurrent_connections_are_served_and_counted() {
                 let v = select_int(&mut client, &format!("SELECT {i}"))
                     .await
                     .expect("query");
-                assert_eq!(v, Some(i as i32));
+                assert_eq!(v, Some(i));
             }
         });
     }

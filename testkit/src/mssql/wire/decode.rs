@@ -121,7 +121,7 @@ impl<'a> Reader<'a> {
 
 /// Decodes little-endian UTF-16 bytes.
 pub fn ucs2_to_string(bytes: &[u8], what: &'static str) -> Result<String, DecodeError> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(DecodeError::Utf16(what));
     }
     let units = bytes
