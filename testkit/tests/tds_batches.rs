@@ -404,3 +404,64 @@ async fn unknown_procedures_get_error_2812_and_the_connection_survives() {
     assert_eq!(next[0], 0x81, "COLMETADATA");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn cancel_query_cuts_a_streaming_result_short() {
+    // GIVEN a result far larger than the socket buffers, so it is still streaming.
+    let backend = FakeBackend::new();
+    let n = 400_000i64;
+    backend.script(
+        "SELECT huge",
+        vec![Outcome::Rows {
+            columns: vec![
+                col("Id", SqlType::BigInt),
+                col("Pad", SqlType::NVarChar(Some(40))),
+            ],
+            rows: (0..n)
+                .map(|i| {
+                    vec![
+                        Value::Int(i),
+                        Value::String("padding padding padding".into()),
+                    ]
+                })
+                .collect(),
+        }],
+    );
+    backend.script(
+        "SELECT 5",
+        vec![rows("v", SqlType::Int, vec![Value::Int(5)])],
+    );
+    let server = start(&backend).await;
+    let mut client = connect(&server).await;
+
+    // WHEN the client reads a few rows, drops the stream and cancels.
+    {
+        use futures_util::TryStreamExt;
+        let mut stream = client
+            .simple_query("SELECT huge")
+            .await
+            .unwrap()
+            .into_row_stream();
+        for expected in 0..3i64 {
+            let row = stream.try_next().await.unwrap().unwrap();
+            assert_eq!(row.get::<i64, _>(0), Some(expected));
+        }
+    }
+    tokio::time::timeout(DEADLINE, client.cancel_query())
+        .await
+        .expect("cancel within the deadline")
+        .expect("the server acknowledges the attention");
+
+    // THEN the connection is clean for the next query.
+    let row = client
+        .simple_query("SELECT 5")
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.get::<i32, _>(0), Some(5));
+    drop(client);
+    server.shutdown().await;
+}

@@ -2,11 +2,12 @@
 //! then the request loop that runs batches on the [`Backend`] session and writes the
 //! outcomes back as tokens. The top layer under [`super::server`].
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::decode::DecodeError;
@@ -141,9 +142,11 @@ pub(crate) async fn run<B: Backend>(
         writer,
         session: None,
         transaction: None,
+        attention: Arc::new(AtomicU64::new(0)),
+        attention_acked: 0,
     };
     conn.login(&mut io, &login).await?;
-    conn.serve_requests(&mut io).await
+    conn.serve_requests(io).await
 }
 
 struct Connection<B: Backend> {
@@ -153,6 +156,10 @@ struct Connection<B: Backend> {
     session: Option<B::Session>,
     /// Descriptor of the open transaction, as reported to the client.
     transaction: Option<[u8; 8]>,
+    /// ATTENTION messages received (counted by the reader as they arrive).
+    attention: Arc<AtomicU64>,
+    /// ATTENTION messages acknowledged so far.
+    attention_acked: u64,
 }
 
 /// Session state the client tracks through ENVCHANGE, captured before a request.
@@ -188,9 +195,9 @@ impl<B: Backend> Connection<B> {
         tokens::info(&mut self.writer.buf, &m);
     }
 
-    async fn login(
+    async fn login<W: AsyncWrite + Unpin>(
         &mut self,
-        io: &mut Box<dyn Transport>,
+        io: &mut W,
         login: &Login7,
     ) -> Result<(), ConnectionError> {
         let refused = if login.integrated_security || login.feature_ext {
@@ -256,77 +263,138 @@ impl<B: Backend> Connection<B> {
         Ok(())
     }
 
-    async fn serve_requests(&mut self, io: &mut Box<dyn Transport>) -> Result<(), ConnectionError> {
-        loop {
-            let Some(msg) = next_message(io).await? else {
-                debug!(spid = self.spid, "client closed the connection");
-                return Ok(());
-            };
-            if msg.status & status::IGNORE != 0 {
-                continue;
-            }
-            match msg.ty {
-                packet_type::SQL_BATCH => {
-                    self.shared.requests.fetch_add(1, Ordering::Relaxed);
-                    let sql = requests::decode_sql_batch(&msg.payload)
-                        .map_err(decode_err("SQL batch"))?;
-                    self.sql_batch(io, &sql).await?;
-                }
-                packet_type::RPC => {
-                    self.shared.requests.fetch_add(1, Ordering::Relaxed);
-                    match requests::decode_rpc(&msg.payload) {
-                        Ok(calls) => self.rpc(io, &calls).await?,
-                        Err(RpcError::Malformed(source)) => {
-                            return Err(ConnectionError::Decode {
-                                what: "RPC",
-                                source,
-                            })
+    /// The request loop. A reader runs alongside so an ATTENTION that arrives while a
+    /// response is being written can cut that response short, as SQL Server does.
+    async fn serve_requests(&mut self, io: Box<dyn Transport>) -> Result<(), ConnectionError> {
+        let spid = self.spid;
+        let (mut rd, mut wr) = tokio::io::split(io);
+        // One message in flight is all TDS allows without MARS.
+        let (tx, mut rx) = mpsc::channel::<Message>(1);
+        let attention = Arc::clone(&self.attention);
+        let reader = async move {
+            loop {
+                match packet::read_message(&mut rd).await {
+                    Ok(Some(msg)) => {
+                        if msg.ty == packet_type::ATTENTION {
+                            attention.fetch_add(1, Ordering::SeqCst);
                         }
-                        Err(RpcError::UnknownType { index, name, ty }) => {
-                            let e = SqlError::new(
-                                8009,
-                                16,
-                                format!(
-                                    "The incoming tabular data stream (TDS) remote procedure call (RPC) protocol stream is incorrect. Parameter {index} (\"{name}\"): Data type 0x{ty:02X} is unknown."
-                                ),
-                            );
-                            self.put_error(&e, "");
-                            tokens::done(
-                                &mut self.writer.buf,
-                                DoneKind::Done,
-                                done_status::ERROR,
-                                0,
-                                0,
-                            );
-                            self.writer.finish(io).await?;
+                        if tx.send(msg).await.is_err() {
+                            return Ok(());
                         }
                     }
-                }
-                packet_type::TRANSACTION_MANAGER => {
-                    self.shared.requests.fetch_add(1, Ordering::Relaxed);
-                    let tm = requests::decode_tm(&msg.payload)
-                        .map_err(decode_err("transaction manager request"))?;
-                    self.transaction_manager(io, &tm).await?;
-                }
-                packet_type::ATTENTION => {
-                    // Every response is complete by the time we read the next
-                    // message, so all that is left is to acknowledge.
-                    tokens::done(
-                        &mut self.writer.buf,
-                        DoneKind::Done,
-                        done_status::ATTN,
-                        0,
-                        0,
-                    );
-                    self.writer.finish(io).await?;
-                }
-                other => {
-                    return Err(ConnectionError::UnexpectedPacket {
-                        found: other,
-                        state: "expected a request",
-                    })
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(ConnectionError::from(e)),
                 }
             }
+        };
+        let processor = async {
+            while let Some(msg) = rx.recv().await {
+                self.request(&mut wr, msg).await?;
+            }
+            Ok::<(), ConnectionError>(())
+        };
+        tokio::pin!(reader, processor);
+        let mut read_result = None;
+        let processed = loop {
+            tokio::select! {
+                r = &mut reader, if read_result.is_none() => read_result = Some(r),
+                p = &mut processor => break p,
+            }
+        };
+        processed?;
+        match read_result {
+            Some(Err(e)) => Err(e),
+            _ => {
+                debug!(spid, "client closed the connection");
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether an ATTENTION arrived that no response has acknowledged yet.
+    fn attention_pending(&self) -> bool {
+        self.attention.load(Ordering::SeqCst) > self.attention_acked
+    }
+
+    /// Acknowledges every ATTENTION received so far, ending the current response.
+    async fn acknowledge_attention<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+    ) -> Result<(), ConnectionError> {
+        self.attention_acked = self.attention.load(Ordering::SeqCst);
+        tokens::done(
+            &mut self.writer.buf,
+            DoneKind::Done,
+            done_status::ATTN,
+            0,
+            0,
+        );
+        self.writer.finish(io).await?;
+        Ok(())
+    }
+
+    async fn request<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        msg: Message,
+    ) -> Result<(), ConnectionError> {
+        if msg.status & status::IGNORE != 0 {
+            return Ok(());
+        }
+        match msg.ty {
+            packet_type::SQL_BATCH => {
+                self.shared.requests.fetch_add(1, Ordering::Relaxed);
+                let sql =
+                    requests::decode_sql_batch(&msg.payload).map_err(decode_err("SQL batch"))?;
+                self.sql_batch(io, &sql).await
+            }
+            packet_type::RPC => {
+                self.shared.requests.fetch_add(1, Ordering::Relaxed);
+                match requests::decode_rpc(&msg.payload) {
+                    Ok(calls) => self.rpc(io, &calls).await,
+                    Err(RpcError::Malformed(source)) => Err(ConnectionError::Decode {
+                        what: "RPC",
+                        source,
+                    }),
+                    Err(RpcError::UnknownType { index, name, ty }) => {
+                        let e = SqlError::new(
+                            8009,
+                            16,
+                            format!(
+                                "The incoming tabular data stream (TDS) remote procedure call (RPC) protocol stream is incorrect. Parameter {index} (\"{name}\"): Data type 0x{ty:02X} is unknown."
+                            ),
+                        );
+                        self.put_error(&e, "");
+                        tokens::done(
+                            &mut self.writer.buf,
+                            DoneKind::Done,
+                            done_status::ERROR,
+                            0,
+                            0,
+                        );
+                        self.writer.finish(io).await?;
+                        Ok(())
+                    }
+                }
+            }
+            packet_type::TRANSACTION_MANAGER => {
+                self.shared.requests.fetch_add(1, Ordering::Relaxed);
+                let tm = requests::decode_tm(&msg.payload)
+                    .map_err(decode_err("transaction manager request"))?;
+                self.transaction_manager(io, &tm).await
+            }
+            packet_type::ATTENTION => {
+                // Acknowledged already if it cut a response short; otherwise the
+                // response it meant was complete and it gets an ack of its own.
+                if self.attention_pending() {
+                    self.acknowledge_attention(io).await?;
+                }
+                Ok(())
+            }
+            other => Err(ConnectionError::UnexpectedPacket {
+                found: other,
+                state: "expected a request",
+            }),
         }
     }
 
@@ -390,13 +458,17 @@ impl<B: Backend> Connection<B> {
     }
 
     /// Writes one statement's outcome ending in a DONE-family token of `kind`.
-    async fn outcome(
+    /// Returns `false` when an ATTENTION cut it short (the caller then acknowledges).
+    async fn outcome<W: AsyncWrite + Unpin>(
         &mut self,
-        io: &mut Box<dyn Transport>,
+        io: &mut W,
         outcome: &Outcome,
         kind: DoneKind,
         more: bool,
-    ) -> Result<(), ConnectionError> {
+    ) -> Result<bool, ConnectionError> {
+        if self.attention_pending() {
+            return Ok(false);
+        }
         let more_bit = if more { done_status::MORE } else { 0 };
         match outcome {
             Outcome::Rows { columns, rows } => {
@@ -413,9 +485,12 @@ impl<B: Backend> Connection<B> {
                             cur_cmd::SELECT,
                             n as u64,
                         );
-                        return Ok(());
+                        return Ok(true);
                     }
                     self.writer.flush_full(io).await?;
+                    if self.attention_pending() {
+                        return Ok(false);
+                    }
                 }
                 tokens::done(
                     &mut self.writer.buf,
@@ -451,12 +526,12 @@ impl<B: Backend> Connection<B> {
             }
         }
         self.writer.flush_full(io).await?;
-        Ok(())
+        Ok(true)
     }
 
-    async fn sql_batch(
+    async fn sql_batch<W: AsyncWrite + Unpin>(
         &mut self,
-        io: &mut Box<dyn Transport>,
+        io: &mut W,
         sql: &str,
     ) -> Result<(), ConnectionError> {
         let before = self.before();
@@ -473,15 +548,17 @@ impl<B: Backend> Connection<B> {
         }
         let last = outcomes.len().saturating_sub(1);
         for (i, o) in outcomes.iter().enumerate() {
-            self.outcome(io, o, DoneKind::Done, i < last).await?;
+            if !self.outcome(io, o, DoneKind::Done, i < last).await? {
+                return self.acknowledge_attention(io).await;
+            }
         }
         self.writer.finish(io).await?;
         Ok(())
     }
 
-    async fn rpc(
+    async fn rpc<W: AsyncWrite + Unpin>(
         &mut self,
-        io: &mut Box<dyn Transport>,
+        io: &mut W,
         calls: &[RpcCall],
     ) -> Result<(), ConnectionError> {
         let last = calls.len().saturating_sub(1);
@@ -553,7 +630,9 @@ impl<B: Backend> Connection<B> {
             let outcomes = self.execute(&stmt, &params);
             self.env_changes(&before, &stmt, &outcomes);
             for o in &outcomes {
-                self.outcome(io, o, DoneKind::DoneInProc, true).await?;
+                if !self.outcome(io, o, DoneKind::DoneInProc, true).await? {
+                    return self.acknowledge_attention(io).await;
+                }
             }
             let failed = outcomes.iter().any(|o| matches!(o, Outcome::Error(_)));
             if !failed {
@@ -572,9 +651,9 @@ impl<B: Backend> Connection<B> {
         Ok(())
     }
 
-    async fn transaction_manager(
+    async fn transaction_manager<W: AsyncWrite + Unpin>(
         &mut self,
-        io: &mut Box<dyn Transport>,
+        io: &mut W,
         tm: &TmRequest,
     ) -> Result<(), ConnectionError> {
         let Some(sql) = tm.to_sql() else {
