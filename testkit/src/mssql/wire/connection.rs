@@ -47,8 +47,6 @@ pub enum ConnectionError {
     UnexpectedPacket { found: u8, state: &'static str },
     #[error("TLS handshake failed")]
     Tls(#[source] std::io::Error),
-    #[error("client requested encryption level {0:?}, which this server cannot honour")]
-    EncryptionRefused(Encryption),
     #[error("login failed")]
     LoginFailed,
 }
@@ -200,7 +198,7 @@ impl<B: Backend> Connection<B> {
         io: &mut W,
         login: &Login7,
     ) -> Result<(), ConnectionError> {
-        let refused = if login.integrated_security || login.feature_ext {
+        let attempt = if login.integrated_security || login.feature_ext {
             // Windows and Azure AD authentication do not exist here; SQL Server
             // answers an unusable login with 18456 too.
             Err(SqlError::new(
@@ -212,7 +210,7 @@ impl<B: Backend> Connection<B> {
             let db = (!login.database.is_empty()).then_some(login.database.as_str());
             self.shared.backend.login(&login.user, &login.password, db)
         };
-        let session = match refused {
+        let session = match attempt {
             Ok(session) => session,
             Err(e) => {
                 debug!(spid = self.spid, user = %login.user, error = %e, "login refused");

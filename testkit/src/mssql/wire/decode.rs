@@ -60,42 +60,52 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// One byte.
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
     }
 
+    /// A little-endian u16 (most TDS integers).
     pub fn u16_le(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
+    /// A big-endian u16 (PRELOGIN offsets and lengths).
     pub fn u16_be(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
+    /// A little-endian i16.
     pub fn i16_le(&mut self) -> Result<i16, DecodeError> {
         Ok(i16::from_le_bytes(self.array()?))
     }
 
+    /// A little-endian u32.
     pub fn u32_le(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
+    /// A little-endian i32.
     pub fn i32_le(&mut self) -> Result<i32, DecodeError> {
         Ok(i32::from_le_bytes(self.array()?))
     }
 
+    /// A little-endian u64 (PLP lengths).
     pub fn u64_le(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
+    /// A little-endian i64.
     pub fn i64_le(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 
+    /// A little-endian IEEE f32.
     pub fn f32_le(&mut self) -> Result<f32, DecodeError> {
         Ok(f32::from_le_bytes(self.array()?))
     }
 
+    /// A little-endian IEEE f64.
     pub fn f64_le(&mut self) -> Result<f64, DecodeError> {
         Ok(f64::from_le_bytes(self.array()?))
     }

@@ -491,6 +491,108 @@ mod tests {
         }
     }
 
+    fn all_headers() -> Vec<u8> {
+        let mut v = vec![22, 0, 0, 0, 18, 0, 0, 0, 2, 0];
+        v.extend_from_slice(&[0; 8]);
+        v.extend_from_slice(&1u32.to_le_bytes());
+        v
+    }
+
+    fn b_varchar(s: &str) -> Vec<u8> {
+        let mut v = vec![s.encode_utf16().count() as u8];
+        v.extend(s.encode_utf16().flat_map(|u| u.to_le_bytes()));
+        v
+    }
+
+    #[test]
+    fn decodes_parameter_types_tiberius_never_sends() {
+        let mut p = all_headers();
+        p.extend_from_slice(&[0xFF, 0xFF, 10, 0, 0, 0]); // sp_executesql by id, no options
+                                                         // money 12.3456 as MONEYN(8)
+        p.extend(b_varchar("@m"));
+        p.extend_from_slice(&[0, ty::MONEYN, 8, 8]);
+        p.extend_from_slice(&0i32.to_le_bytes());
+        p.extend_from_slice(&123_456u32.to_le_bytes());
+        // varchar(10) 'é' in cp1252
+        p.extend(b_varchar("@v"));
+        p.extend_from_slice(&[
+            0,
+            ty::BIGVARCHAR,
+            10,
+            0,
+            0x09,
+            0x04,
+            0xD0,
+            0x00,
+            0x34,
+            1,
+            0,
+            0xE9,
+        ]);
+        // fixed INT4 and an INTN NULL
+        p.extend(b_varchar("@i"));
+        p.extend_from_slice(&[0, ty::INT4]);
+        p.extend_from_slice(&(-5i32).to_le_bytes());
+        p.extend(b_varchar("@n"));
+        p.extend_from_slice(&[1, ty::INTN, 4, 0]);
+        // smalldatetime 1900-01-02 00:01 as DATETIMN(4)
+        p.extend(b_varchar("@s"));
+        p.extend_from_slice(&[0, ty::DATETIMN, 4, 4, 1, 0, 1, 0]);
+
+        let calls = decode_rpc(&p).unwrap();
+
+        assert_eq!(calls.len(), 1);
+        assert!(calls[0].is_sp_executesql());
+        let values: Vec<&Value> = calls[0].params.iter().map(|p| &p.value).collect();
+        let smalldatetime = chrono::NaiveDate::from_ymd_opt(1900, 1, 2)
+            .unwrap()
+            .and_hms_opt(0, 1, 0)
+            .unwrap();
+        assert_eq!(
+            values,
+            [
+                &Value::Money(123_456),
+                &Value::String("é".into()),
+                &Value::Int(-5),
+                &Value::Null,
+                &Value::DateTime(smalldatetime),
+            ]
+        );
+        assert!(calls[0].params[3].by_ref);
+    }
+
+    #[test]
+    fn an_unknown_parameter_type_is_reported_not_fatal() {
+        let mut p = all_headers();
+        p.extend_from_slice(&[0xFF, 0xFF, 10, 0, 0, 0]);
+        p.extend(b_varchar("@x"));
+        p.extend_from_slice(&[0, 0xF1, 0]); // xml
+        assert_eq!(
+            decode_rpc(&p),
+            Err(RpcError::UnknownType {
+                index: 1,
+                name: "@x".into(),
+                ty: 0xF1
+            })
+        );
+    }
+
+    #[test]
+    fn several_calls_in_one_message_are_split_at_the_batch_flag() {
+        let mut p = all_headers();
+        p.extend_from_slice(&[0xFF, 0xFF, 10, 0, 0, 0]);
+        p.extend(b_varchar("@a"));
+        p.extend_from_slice(&[0, ty::INTN, 1, 1, 9]);
+        p.push(0x80);
+        p.extend_from_slice(&[2, 0]);
+        p.extend("sp".encode_utf16().flat_map(|u| u.to_le_bytes()));
+        p.extend_from_slice(&[0, 0]);
+        let calls = decode_rpc(&p).unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].params[0].value, Value::Int(9));
+        assert_eq!(calls[1].proc, ProcRef::Name("sp".into()));
+    }
+
     #[test]
     fn truncated_rpc_is_malformed() {
         let payload = [

@@ -225,3 +225,72 @@ fn encode_row(dst: &mut BytesMut, columns: &[Column], values: &[Value]) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mssql::types::SqlType;
+
+    fn cols(n: usize, ty: SqlType) -> Vec<Column> {
+        (0..n)
+            .map(|i| Column {
+                name: format!("c{i}"),
+                ty: ty.clone(),
+                nullable: true,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_whose_nulls_cost_more_than_a_bitmap_use_nbcrow() {
+        let columns = cols(3, SqlType::Int);
+        let mut buf = BytesMut::new();
+        row(
+            &mut buf,
+            &columns,
+            &[Value::Null, Value::Null, Value::Int(7)],
+        )
+        .unwrap();
+        // NBCROW, bitmap 0b011, then only the third value.
+        assert_eq!(&buf[..], &[NBCROW, 0b0000_0011, 4, 7, 0, 0, 0]);
+    }
+
+    #[test]
+    fn rows_without_nulls_use_row() {
+        let columns = cols(2, SqlType::Bit);
+        let mut buf = BytesMut::new();
+        row(&mut buf, &columns, &[Value::Bit(true), Value::Null]).unwrap();
+        // One BYTELEN NULL saves no more than the 1-byte bitmap costs.
+        assert_eq!(&buf[..], &[ROW, 1, 1, 0]);
+    }
+
+    #[test]
+    fn a_row_that_fails_to_encode_leaves_nothing_behind() {
+        let columns = cols(2, SqlType::Int);
+        let mut buf = BytesMut::new();
+        let bad = [Value::Int(1), Value::String("x".into())];
+        assert!(row(&mut buf, &columns, &bad).is_err());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn error_token_layout_matches_ms_tds() {
+        let mut buf = BytesMut::new();
+        error(
+            &mut buf,
+            &Message {
+                number: 208,
+                state: 1,
+                class: 16,
+                text: "x",
+                server: "S",
+                procedure: "",
+                line: 3,
+            },
+        );
+        let expected_len: u16 = 4 + 1 + 1 + (2 + 2) + (1 + 2) + 1 + 4;
+        assert_eq!(buf[0], ERROR);
+        assert_eq!(u16::from_le_bytes([buf[1], buf[2]]), expected_len);
+        assert_eq!(buf.len(), 3 + usize::from(expected_len));
+    }
+}
