@@ -94,3 +94,8 @@ async fn an_untrusted_self_signed_certificate_is_rejected_by_the_client() {
     assert!(backend.logins().is_empty());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn tds8_strict_encryption_starts_tls_before_prelogin() {
+    query_over(EncryptionLevel::Strict, false).await;
+}

@@ -62,15 +62,38 @@ async fn next_message<S: AsyncRead + Unpin>(
     Ok(packet::read_message(io).await?)
 }
 
+/// The first byte of a TLS handshake record: a TDS 8.0 ("strict") client starts TLS
+/// before sending anything else.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// Serves one connection until the client leaves or breaks the protocol.
 pub(crate) async fn run<B: Backend>(
     tcp: TcpStream,
     shared: Arc<Shared<B>>,
     spid: u16,
 ) -> Result<(), ConnectionError> {
-    let mut tcp = tcp;
+    // TDS 8.0 strict encryption: TLS first, then PRELOGIN and LOGIN7 inside it.
+    let mut first = [0u8; 1];
+    let strict = match &shared.tls {
+        Some(_) => tcp.peek(&mut first).await? == 1 && first[0] == TLS_HANDSHAKE_RECORD,
+        None => false,
+    };
+    let mut io: Box<dyn Transport> = match (&shared.tls, strict) {
+        (Some(acceptor), true) => {
+            let mut wrapped = PreloginWrapped::new(tcp);
+            wrapped.handshake_done();
+            let tls = acceptor
+                .accept(wrapped)
+                .await
+                .map_err(ConnectionError::Tls)?;
+            debug!(spid, "TDS 8.0 strict TLS established");
+            Box::new(tls)
+        }
+        _ => Box::new(tcp),
+    };
+
     // PRELOGIN
-    let Some(msg) = next_message(&mut tcp).await? else {
+    let Some(msg) = next_message(&mut io).await? else {
         return Ok(());
     };
     if msg.ty != packet_type::PRELOGIN {
@@ -85,29 +108,35 @@ pub(crate) async fn run<B: Backend>(
         .tls
         .as_ref()
         .is_some_and(|t| t.force_encryption);
-    let answer = prelogin::negotiate(client.encryption, shared.tls.is_some(), force);
+    let answer = if strict {
+        // Already encrypted; report it as required, as SQL Server does.
+        Encryption::Req
+    } else {
+        prelogin::negotiate(client.encryption, shared.tls.is_some(), force)
+    };
     debug!(spid, client = ?client.encryption, answer = ?answer, "prelogin");
     let mut writer =
         PacketWriter::new(packet_type::TABULAR_RESULT, shared.config.packet_size, spid);
     prelogin::encode_response(&mut writer.buf, answer, SERVER_VERSION);
-    writer.finish(&mut tcp).await?;
+    writer.finish(&mut io).await?;
 
     // Encryption, then LOGIN7 (through TLS when any encryption was agreed).
     let (mut io, login_msg): (Box<dyn Transport>, Message) = match (answer, &shared.tls) {
-        (Encryption::NotSup, _) | (_, None) => {
-            if matches!(client.encryption, Encryption::On | Encryption::Req)
-                && answer == Encryption::NotSup
-            {
-                // The client will refuse; wait for it to hang up (or try anyway).
-                debug!(spid, "client wants encryption this server does not offer");
-            }
-            let Some(msg) = next_message(&mut tcp).await? else {
+        _ if strict => {
+            let Some(msg) = next_message(&mut io).await? else {
                 return Ok(());
             };
-            (Box::new(tcp), msg)
+            (io, msg)
+        }
+        (Encryption::NotSup, _) | (_, None) => {
+            // A client that insisted on encryption hangs up here.
+            let Some(msg) = next_message(&mut io).await? else {
+                return Ok(());
+            };
+            (io, msg)
         }
         (answer, Some(acceptor)) => {
-            let wrapped = PreloginWrapped::new(tcp);
+            let wrapped = PreloginWrapped::new(io);
             let mut tls = acceptor
                 .accept(wrapped)
                 .await
@@ -119,7 +148,7 @@ pub(crate) async fn run<B: Backend>(
             if answer == Encryption::Off {
                 // Login-only encryption: the rest of the session is in the clear.
                 let (wrapped, _session) = tls.into_inner();
-                (Box::new(wrapped.into_inner()), msg)
+                (wrapped.into_inner(), msg)
             } else {
                 (Box::new(tls), msg)
             }

@@ -73,6 +73,8 @@ impl TlsSettings {
         // client has already switched to raw TLS but we would still be wrapping; SQL
         // Server sends none either.
         config.send_tls13_tickets = 0;
+        // TDS 8.0 strict clients offer this protocol; older clients offer none.
+        config.alpn_protocols = vec![b"tds/8.0".to_vec()];
         Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 }
