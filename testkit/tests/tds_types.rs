@@ -495,3 +495,113 @@ async fn parameterised_query_returns_rows_through_sp_executesql() {
     drop(client);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn not_null_columns_use_fixed_length_types_as_sql_server_does() {
+    use testkit::mssql::types::Column;
+    use tiberius::ColumnType as C;
+    let dt = NaiveDate::from_ymd_opt(2020, 1, 2)
+        .unwrap()
+        .and_hms_milli_opt(3, 4, 5, 500)
+        .unwrap();
+    let cases: Vec<(SqlType, Value, C)> = vec![
+        (SqlType::Bit, Value::Bit(true), C::Bit),
+        (SqlType::TinyInt, Value::Int(7), C::Int1),
+        (SqlType::SmallInt, Value::Int(-7), C::Int2),
+        (SqlType::Int, Value::Int(70_000), C::Int4),
+        (SqlType::BigInt, Value::Int(-7_000_000_000), C::Int8),
+        (SqlType::Money, Value::Money(25_000), C::Money),
+        (SqlType::Real, Value::Float(0.5), C::Float4),
+        (SqlType::Float, Value::Float(0.25), C::Float8),
+        (SqlType::DateTime, Value::DateTime(dt), C::Datetime),
+        // Types without a fixed-length form keep their N type even when NOT NULL.
+        (SqlType::Date, Value::Date(dt.date()), C::Daten),
+    ];
+    let backend = FakeBackend::new();
+    backend.script(
+        "SELECT fixed",
+        vec![Outcome::Rows {
+            columns: cases
+                .iter()
+                .enumerate()
+                .map(|(i, (ty, _, _))| Column {
+                    name: format!("c{i}"),
+                    ty: ty.clone(),
+                    nullable: false,
+                })
+                .collect(),
+            rows: vec![cases.iter().map(|(_, v, _)| v.clone()).collect()],
+        }],
+    );
+    let server = start(&backend).await;
+    let mut client = connect(&server).await;
+
+    let mut stream = client.simple_query("SELECT fixed").await.unwrap();
+    let types: Vec<C> = stream
+        .columns()
+        .await
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|c| c.column_type())
+        .collect();
+    let row = stream.into_row().await.unwrap().unwrap();
+
+    assert_eq!(types, cases.iter().map(|(_, _, t)| *t).collect::<Vec<_>>());
+    assert_eq!(row.get::<bool, _>(0), Some(true));
+    assert_eq!(row.get::<u8, _>(1), Some(7));
+    assert_eq!(row.get::<i16, _>(2), Some(-7));
+    assert_eq!(row.get::<i32, _>(3), Some(70_000));
+    assert_eq!(row.get::<i64, _>(4), Some(-7_000_000_000));
+    assert_eq!(row.get::<f64, _>(5), Some(2.5));
+    assert_eq!(row.get::<f32, _>(6), Some(0.5));
+    assert_eq!(row.get::<f64, _>(7), Some(0.25));
+    assert_eq!(row.get::<chrono::NaiveDateTime, _>(8), Some(dt));
+    assert_eq!(row.get::<NaiveDate, _>(9), Some(dt.date()));
+    drop(client);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_value_the_column_cannot_carry_becomes_a_conversion_error_not_a_broken_stream() {
+    let backend = FakeBackend::new();
+    backend.script(
+        "SELECT broken",
+        vec![
+            rows(
+                "v",
+                SqlType::Int,
+                vec![Value::Int(1), Value::String("oops".into())],
+            ),
+            rows("w", SqlType::Int, vec![Value::Int(2)]),
+        ],
+    );
+    let server = start(&backend).await;
+    let mut client = connect(&server).await;
+
+    let err = match client.simple_query("SELECT broken").await {
+        Ok(stream) => stream.into_results().await.err(),
+        Err(e) => Some(e),
+    }
+    .expect("an error");
+
+    assert!(
+        matches!(err, tiberius::error::Error::Server(ref e) if e.code() == 245),
+        "{err:?}"
+    );
+    // The stream stayed well-formed: the connection is still usable.
+    backend.script(
+        "SELECT 1",
+        vec![rows("v", SqlType::Int, vec![Value::Int(1)])],
+    );
+    let row = client
+        .simple_query("SELECT 1")
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap();
+    assert_eq!(row.unwrap().get::<i32, _>(0), Some(1));
+    drop(client);
+    server.shutdown().await;
+}

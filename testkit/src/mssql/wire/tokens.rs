@@ -176,7 +176,7 @@ pub fn col_metadata(dst: &mut BytesMut, columns: &[Column]) {
                            // Nullable (0x0001) and updateable-unknown (0x0008 read/write) as a table column.
         let flags: u16 = if col.nullable { 0x0009 } else { 0x0008 };
         dst.put_u16_le(flags);
-        values::encode_type_info(&col.ty, dst);
+        values::encode_column_type_info(col, dst);
         put_b_varchar(dst, &col.name);
     }
 }
@@ -214,13 +214,13 @@ fn encode_row(dst: &mut BytesMut, columns: &[Column], values: &[Value]) -> Resul
         for (i, col) in columns.iter().enumerate() {
             let v = value_at(i);
             if !matches!(v, Value::Null) {
-                values::encode_value(&col.ty, v, dst)?;
+                values::encode_column_value(col, v, dst)?;
             }
         }
     } else {
         dst.put_u8(ROW);
         for (i, col) in columns.iter().enumerate() {
-            values::encode_value(&col.ty, value_at(i), dst)?;
+            values::encode_column_value(col, value_at(i), dst)?;
         }
     }
     Ok(())

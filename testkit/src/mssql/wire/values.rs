@@ -6,7 +6,7 @@ use bytes::{BufMut, BytesMut};
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 
 use super::cp1252;
-use crate::mssql::types::{SqlType, Value};
+use crate::mssql::types::{Column, SqlType, Value};
 
 /// TDS data type bytes (MS-TDS 2.2.5.4).
 pub mod ty {
@@ -173,6 +173,56 @@ pub fn encode_type_info(sql_type: &SqlType, dst: &mut BytesMut) {
         DateTimeOffset(scale) => dst.put_slice(&[ty::DATETIMEOFFSETN, *scale]),
         UniqueIdentifier => dst.put_slice(&[ty::GUID, 16]),
     }
+}
+
+/// The fixed-length type SQL Server declares for a NOT NULL column of `ty`, where one
+/// exists (it uses INTN, BITN, … only for nullable columns).
+pub fn fixed_type(sql_type: &SqlType) -> Option<u8> {
+    use SqlType::*;
+    Some(match sql_type {
+        Bit => ty::BIT,
+        TinyInt => ty::INT1,
+        SmallInt => ty::INT2,
+        Int => ty::INT4,
+        BigInt => ty::INT8,
+        Money => ty::MONEY,
+        Real => ty::FLT4,
+        Float => ty::FLT8,
+        DateTime => ty::DATETIME,
+        _ => return None,
+    })
+}
+
+/// Writes a column's TYPE_INFO: the fixed-length type for NOT NULL columns that have
+/// one, the nullable (N) type otherwise, as SQL Server does.
+pub fn encode_column_type_info(column: &Column, dst: &mut BytesMut) {
+    match fixed_type(&column.ty) {
+        Some(fixed) if !column.nullable => dst.put_u8(fixed),
+        _ => encode_type_info(&column.ty, dst),
+    }
+}
+
+/// Writes a value of `column`, in the fixed-length form (no length prefix) when
+/// [`encode_column_type_info`] declared a fixed-length type.
+pub fn encode_column_value(
+    column: &Column,
+    value: &Value,
+    dst: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    if column.nullable || fixed_type(&column.ty).is_none() {
+        return encode_value(&column.ty, value, dst);
+    }
+    if matches!(value, Value::Null) {
+        // A NOT NULL column cannot carry NULL: the engine broke its own metadata.
+        return Err(mismatch(&column.ty, value));
+    }
+    let start = dst.len();
+    encode_value(&column.ty, value, dst)?;
+    // Drop the one-byte length prefix of the N form.
+    let end = dst.len();
+    dst.copy_within(start + 1..end, start);
+    dst.truncate(end - 1);
+    Ok(())
 }
 
 /// Writes a NULL of `ty`.
@@ -483,6 +533,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&buf[..], &[9, 0, 150, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn not_null_int_columns_are_fixed_length_without_a_length_prefix() {
+        let column = Column {
+            name: "id".into(),
+            ty: SqlType::Int,
+            nullable: false,
+        };
+        let mut buf = BytesMut::new();
+        encode_column_type_info(&column, &mut buf);
+        encode_column_value(&column, &Value::Int(258), &mut buf).unwrap();
+        assert_eq!(&buf[..], &[ty::INT4, 2, 1, 0, 0]);
+        assert!(encode_column_value(&column, &Value::Null, &mut buf).is_err());
     }
 
     #[test]
