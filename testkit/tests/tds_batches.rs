@@ -95,7 +95,7 @@ async fn batch_errors_arrive_as_server_errors_with_all_fields() {
             assert_eq!(e.class(), 16);
             assert_eq!(e.state(), 1);
             assert_eq!(e.message(), "Invalid object name 'nope'.");
-            assert_eq!(e.server(), "CDCSTANDIN");
+            assert_eq!(e.server(), "TESTKIT-MSSQL");
             assert_eq!(e.line(), 1);
         }
         other => panic!("expected a server error, got {other:?}"),

@@ -69,7 +69,7 @@ async fn wrong_password_is_error_18456_login_failed() {
             assert_eq!(e.code(), 18456);
             assert_eq!(e.class(), 14);
             assert_eq!(e.message(), format!("Login failed for user '{USER}'."));
-            assert_eq!(e.server(), "CDCSTANDIN");
+            assert_eq!(e.server(), "TESTKIT-MSSQL");
         }
         other => panic!("expected a server error, got {other:?}"),
     }

@@ -26,7 +26,8 @@ pub struct MssqlServerConfig {
     /// Certificate for encryption; `None` answers ENCRYPT_NOT_SUP like a server
     /// without TLS, so clients that require encryption refuse to connect.
     pub tls: Option<TlsSettings>,
-    /// The server name in ERROR and INFO tokens (`@@SERVERNAME`).
+    /// The server name in ERROR and INFO tokens; keep it equal to the engine's
+    /// `@@SERVERNAME` (the engine's default is `TESTKIT-MSSQL`, as is this one).
     pub server_name: String,
 }
 
@@ -36,7 +37,7 @@ impl Default for MssqlServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             packet_size: 4096,
             tls: None,
-            server_name: "CDCSTANDIN".to_string(),
+            server_name: "TESTKIT-MSSQL".to_string(),
         }
     }
 }
