@@ -438,10 +438,19 @@ impl<B: Backend> Connection<B> {
         )
     }
 
+    /// Runs a batch on the session. The engine is synchronous; on a multi-threaded
+    /// runtime the worker is handed over for the duration so other connections keep
+    /// being served while a large batch runs.
     fn execute(&mut self, sql: &str, params: &[Param]) -> Vec<Outcome> {
-        match self.session.as_mut() {
-            Some(s) => s.execute(sql, params),
-            None => Vec::new(),
+        let Some(session) = self.session.as_mut() else {
+            return Vec::new();
+        };
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| session.execute(sql, params))
+        } else {
+            session.execute(sql, params)
         }
     }
 
