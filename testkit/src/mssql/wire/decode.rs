@@ -31,11 +31,6 @@ impl<'a> Reader<'a> {
         self.data.len() - self.pos
     }
 
-    /// The current offset from the start.
-    pub fn position(&self) -> usize {
-        self.pos
-    }
-
     /// Takes the next `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
@@ -119,12 +114,6 @@ impl<'a> Reader<'a> {
     /// A B_VARCHAR: one-byte character count, then UCS-2.
     pub fn b_varchar(&mut self, what: &'static str) -> Result<String, DecodeError> {
         let n = usize::from(self.u8()?);
-        self.ucs2(n, what)
-    }
-
-    /// A US_VARCHAR: two-byte character count, then UCS-2.
-    pub fn us_varchar(&mut self, what: &'static str) -> Result<String, DecodeError> {
-        let n = usize::from(self.u16_le()?);
         self.ucs2(n, what)
     }
 }

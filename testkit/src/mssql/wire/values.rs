@@ -47,8 +47,6 @@ pub mod ty {
 /// 1252.
 pub const SQL_LATIN1_GENERAL_CP1_CI_AS: [u8; 5] = [0x09, 0x04, 0xD0, 0x00, 0x34];
 
-/// Marker for an unknown-length PLP value (we always know it, so only decoded).
-pub const PLP_UNKNOWN_LEN: u64 = 0xFFFF_FFFF_FFFF_FFFE;
 /// A NULL PLP value.
 pub const PLP_NULL: u64 = 0xFFFF_FFFF_FFFF_FFFF;
 /// Size of the chunks a PLP value is sent in.
