@@ -465,3 +465,29 @@ async fn cancel_query_cuts_a_streaming_result_short() {
     drop(client);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_unsupported_parameter_type_gets_error_8009_and_the_connection_survives() {
+    let backend = FakeBackend::new();
+    backend.script(
+        "SELECT 3",
+        vec![rows("v", SqlType::Int, vec![Value::Int(3)])],
+    );
+    let server = start(&backend).await;
+    let (_, mut tcp) = raw_login(&server, USER, PASSWORD, DATABASE).await;
+
+    // sp_executesql by id with one xml (0xF1) parameter.
+    let mut payload = vec![
+        22, 0, 0, 0, 18, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    ];
+    payload.extend_from_slice(&[0xFF, 0xFF, 10, 0, 0, 0]);
+    payload.extend_from_slice(&[2, b'@', 0, b'x', 0, 0, 0xF1, 0]);
+    raw_packet(&mut tcp, 0x03, &payload).await;
+    let response = read_response(&mut tcp).await;
+
+    assert_eq!(response[0], 0xAA);
+    assert_eq!(i32::from_le_bytes(response[3..7].try_into().unwrap()), 8009);
+    raw_batch(&mut tcp, "SELECT 3").await;
+    assert_eq!(read_response(&mut tcp).await[0], 0x81, "COLMETADATA");
+    server.shutdown().await;
+}
