@@ -592,8 +592,9 @@ fn encode_change(builder: &mut BatchBuilder, info: &TableInfo, key_offset: usize
         if mask.is_some() {
             let mut names = Vec::new();
             for (j, c) in info.mask_columns().enumerate() {
-                let flag: Option<i32> = row.try_get(5 + j)?;
-                if flag == Some(1) {
+                // CHANGE_TRACKING_IS_COLUMN_IN_MASK returns bit.
+                let flag: Option<bool> = row.try_get(5 + j)?;
+                if flag == Some(true) {
                     names.push(c.name.as_str());
                 }
             }

@@ -51,6 +51,10 @@ impl Harness {
     /// Tracking on (retention 1 day), snapshot isolation allowed, and the sidecar login
     /// with SELECT and VIEW CHANGE TRACKING on `dbo`.
     pub async fn start() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .try_init();
         let engine = Engine::new();
         engine
             .execute(
