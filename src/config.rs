@@ -525,7 +525,13 @@ impl Config {
         }
         // Only nested keys (`SECTION__FIELD`) are config: `CDC_SIDECAR_CONFIG` and the test
         // URLs share the prefix but are not fields, and must not be refused as unknown.
-        Self::from_figment(figment.merge(Env::prefixed(ENV_PREFIX).filter(|k| k.as_str().contains("__")).split("__")))
+        Self::from_figment(
+            figment.merge(
+                Env::prefixed(ENV_PREFIX)
+                    .filter(|k| k.as_str().contains("__"))
+                    .split("__"),
+            ),
+        )
     }
 
     /// Loads from TOML text plus the environment (for tests and `check`).

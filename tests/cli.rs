@@ -31,14 +31,25 @@ fn bad_configuration_exits_2_naming_the_field() {
 
 #[test]
 fn missing_config_file_exits_2() {
-    let out = sidecar().args(["check", "--config", "/nonexistent/sidecar.toml"]).output().unwrap();
+    let out = sidecar()
+        .args(["check", "--config", "/nonexistent/sidecar.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn healthcheck_fails_when_nothing_listens() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sidecar.toml");
-    let out = sidecar().args(["healthcheck", "--addr", &format!("127.0.0.1:{port}"), "--config"]).arg(path).output().unwrap();
+    let out = sidecar()
+        .args(["healthcheck", "--addr", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }

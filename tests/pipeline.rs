@@ -11,13 +11,25 @@ const ORDERS_TOPIC: &str = "persistent://public/default/cdc.Shop.dbo.Orders";
 const ORDERS_CHANNEL: &str = "cdc.Shop.dbo.Orders";
 
 fn ops(changes: &[Value]) -> Vec<String> {
-    changes.iter().map(|c| format!("{}:{}", c["op"].as_str().unwrap(), c["key"]["Id"].as_str().unwrap_or("?"))).collect()
+    changes
+        .iter()
+        .map(|c| {
+            format!(
+                "{}:{}",
+                c["op"].as_str().unwrap(),
+                c["key"]["Id"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
 }
 
 /// Every envelope's from_version equals the previous one's to_version.
 fn assert_chained(envelopes: &[Value]) {
     for pair in envelopes.windows(2) {
-        assert_eq!(pair[1]["from_version"], pair[0]["to_version"], "batches must chain: {pair:?}");
+        assert_eq!(
+            pair[1]["from_version"], pair[0]["to_version"],
+            "batches must chain: {pair:?}"
+        );
     }
 }
 
@@ -27,7 +39,8 @@ async fn streams_inserts_updates_and_deletes_in_order_to_both_sinks() {
     h.create_tracked_table("Orders", ORDERS);
     let sub = h.subscribe().await;
     let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]));
-    h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true).await;
+    h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
+        .await;
 
     // WHEN rows are inserted in one transaction, then updated, then one deleted (each
     // delivered before the next: Change Tracking reports net changes, so faster edits
@@ -46,12 +59,16 @@ async fn streams_inserts_updates_and_deletes_in_order_to_both_sinks() {
     // THEN both sinks carry every change, in version order, with rows and keys
     let pulsar = wait_for("pulsar to reach the last version", || {
         let envs = h.pulsar_envelopes(ORDERS_TOPIC);
-        envs.iter().any(|e| e["to_version"].as_i64() == Some(last)).then_some(envs)
+        envs.iter()
+            .any(|e| e["to_version"].as_i64() == Some(last))
+            .then_some(envs)
     })
     .await;
     let redis = wait_for("redis to reach the last version", || {
         let envs = sub.on(ORDERS_CHANNEL);
-        envs.iter().any(|e| e["to_version"].as_i64() == Some(last)).then_some(envs)
+        envs.iter()
+            .any(|e| e["to_version"].as_i64() == Some(last))
+            .then_some(envs)
     })
     .await;
     for envs in [&pulsar, &redis] {
@@ -77,7 +94,8 @@ async fn changes_made_between_polls_arrive_as_net_changes() {
     let h = Harness::start().await;
     h.create_tracked_table("Orders", ORDERS);
     let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]));
-    h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true).await;
+    h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
+        .await;
     // WHEN a row is inserted and updated, and another inserted and deleted, in one transaction
     h.sql(
         "BEGIN TRAN; INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'a'), (2, N'b'); \
@@ -97,7 +115,10 @@ async fn initial_snapshot_publishes_existing_rows_then_streams_changes() {
     let h = Harness::start().await;
     h.create_tracked_table("Orders", ORDERS);
     let values: Vec<String> = (1..=120).map(|i| format!("({i}, N'c{i}', {i}.00)")).collect();
-    h.sql(&format!("INSERT INTO [dbo].[Orders] ([Id], [Customer], [Total]) VALUES {};", values.join(", ")));
+    h.sql(&format!(
+        "INSERT INTO [dbo].[Orders] ([Id], [Customer], [Total]) VALUES {};",
+        values.join(", ")
+    ));
     let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\"\nsnapshot = \"initial\""]));
 
     // THEN all 120 rows arrive as reads, in key order, over several keyset chunks, the last flagged
@@ -107,12 +128,16 @@ async fn initial_snapshot_publishes_existing_rows_then_streams_changes() {
     })
     .await;
     let rows = changes(&snap);
-    let ids: Vec<i64> = rows.iter().map(|c| c["key"]["Id"].as_str().unwrap().parse().unwrap()).collect();
+    let ids: Vec<i64> = rows
+        .iter()
+        .map(|c| c["key"]["Id"].as_str().unwrap().parse().unwrap())
+        .collect();
     assert_eq!(ids, (1..=120).collect::<Vec<_>>());
     assert!(rows.iter().all(|c| c["op"] == "read"));
     assert!(snap.len() >= 3, "chunks of 50 rows: {}", snap.len());
     let version = snap[0]["to_version"].as_i64().unwrap();
-    h.wait_checkpoint("dbo.Orders", "the snapshot version", |v| v >= version).await;
+    h.wait_checkpoint("dbo.Orders", "the snapshot version", |v| v >= version)
+        .await;
 
     // WHEN a row changes after the snapshot THEN it streams from the snapshot version
     h.sql("UPDATE [dbo].[Orders] SET [Customer] = N'changed' WHERE [Id] = 7;");
@@ -132,15 +157,19 @@ async fn resumes_after_restart_without_loss() {
     h.create_tracked_table("Orders", ORDERS);
     let config = h.config(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]);
     let sidecar = h.spawn(config.clone());
-    h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true).await;
+    h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
+        .await;
     h.sql("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'before');");
     let first = h.current_version();
-    h.wait_checkpoint("dbo.Orders", "the first insert", |v| v == first).await;
+    h.wait_checkpoint("dbo.Orders", "the first insert", |v| v == first)
+        .await;
 
     // WHEN the sidecar stops, rows change while it is down, and it starts again
     sidecar.stop().await;
     for i in 2..=5 {
-        h.sql(&format!("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES ({i}, N'while down');"));
+        h.sql(&format!(
+            "INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES ({i}, N'while down');"
+        ));
     }
     let last = h.current_version();
     let sidecar = h.spawn(config);
@@ -149,7 +178,10 @@ async fn resumes_after_restart_without_loss() {
     h.wait_checkpoint("dbo.Orders", "the last insert", |v| v == last).await;
     let envs = h.pulsar_envelopes(ORDERS_TOPIC);
     assert_chained(&envs);
-    assert_eq!(ops(&changes(&envs)), ["insert:1", "insert:2", "insert:3", "insert:4", "insert:5"]);
+    assert_eq!(
+        ops(&changes(&envs)),
+        ["insert:1", "insert:2", "insert:3", "insert:4", "insert:5"]
+    );
     sidecar.stop().await;
 }
 
@@ -184,12 +216,21 @@ async fn expired_checkpoint_publishes_a_resync_and_a_fresh_snapshot() {
     let snap = changes(&of_kind(&envs, "snapshot"));
     let rows: Vec<(String, String)> = snap
         .iter()
-        .map(|c| (c["key"]["Id"].as_str().unwrap().to_string(), c["row"]["Customer"].as_str().unwrap().to_string()))
+        .map(|c| {
+            (
+                c["key"]["Id"].as_str().unwrap().to_string(),
+                c["row"]["Customer"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(rows, [("1".into(), "a2".into()), ("2".into(), "b".into())]);
     let snapshot_version = resync[0]["to_version"].as_i64().unwrap();
-    h.wait_checkpoint("dbo.Orders", "the snapshot version", |v| v == snapshot_version).await;
-    assert_eq!(sidecar.metric("cdc_sidecar_resyncs_total{reason=\"checkpoint_expired\",table=\"dbo.Orders\"}"), 1.0);
+    h.wait_checkpoint("dbo.Orders", "the snapshot version", |v| v == snapshot_version)
+        .await;
+    assert_eq!(
+        sidecar.metric("cdc_sidecar_resyncs_total{reason=\"checkpoint_expired\",table=\"dbo.Orders\"}"),
+        1.0
+    );
     sidecar.stop().await;
 }
 
@@ -213,6 +254,38 @@ async fn truncate_while_running_triggers_a_resync() {
     assert_eq!(of_kind(&envs, "resync")[0]["reason"], "checkpoint_expired");
     let snap = changes(&of_kind(&envs, "snapshot"));
     assert_eq!(ops(&snap), ["read:9"]);
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracking_disabled_and_reenabled_while_running_triggers_a_resync() {
+    let h = Harness::start().await;
+    h.create_tracked_table("Orders", ORDERS);
+    let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]));
+    h.sql("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'a');");
+    let v1 = h.current_version();
+    h.wait_checkpoint("dbo.Orders", "the insert", |v| v == v1).await;
+
+    // WHEN tracking is switched off, a row changes unseen, and tracking comes back
+    h.sql("ALTER TABLE [dbo].[Orders] DISABLE CHANGE_TRACKING;");
+    h.create_tracked_table("Other", "[Id] int NOT NULL PRIMARY KEY");
+    h.sql("INSERT INTO [dbo].[Other] ([Id]) VALUES (1);"); // moves the database version
+    wait_for("the table to be reported in error", || {
+        (sidecar.metric("cdc_sidecar_table_state{state=\"error\",table=\"dbo.Orders\"}") == 1.0).then_some(())
+    })
+    .await;
+    h.sql("UPDATE [dbo].[Orders] SET [Customer] = N'unseen' WHERE [Id] = 1;");
+    h.sql("ALTER TABLE [dbo].[Orders] ENABLE CHANGE_TRACKING WITH (TRACK_COLUMNS_UPDATED = ON);");
+    h.sql("INSERT INTO [dbo].[Other] ([Id]) VALUES (2);");
+
+    // THEN the table resyncs and the snapshot carries the unseen change
+    let envs = wait_for("a resync after re-enabling", || {
+        let envs = h.pulsar_envelopes(ORDERS_TOPIC);
+        envs.iter().any(|e| e["snapshot"]["last"] == true).then_some(envs)
+    })
+    .await;
+    assert_eq!(of_kind(&envs, "resync")[0]["reason"], "checkpoint_expired");
+    assert_eq!(changes(&of_kind(&envs, "snapshot"))[0]["row"]["Customer"], "unseen");
     sidecar.stop().await;
 }
 
@@ -242,7 +315,8 @@ async fn database_version_below_the_checkpoint_resyncs_as_a_restore() {
     assert_eq!(of_kind(&envs, "resync")[0]["reason"], "version_went_backwards");
     // AND the checkpoint is reset down to the database's version
     let current = h.current_version();
-    h.wait_checkpoint("dbo.Orders", "reset below the old one", |v| v == current).await;
+    h.wait_checkpoint("dbo.Orders", "reset below the old one", |v| v == current)
+        .await;
     sidecar.stop().await;
 }
 
@@ -251,15 +325,19 @@ async fn pulsar_send_errors_hold_the_checkpoint_and_nothing_is_lost() {
     let h = Harness::start().await;
     h.create_tracked_table("Orders", ORDERS);
     let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]));
-    let start = h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true).await;
+    let start = h
+        .wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
+        .await;
 
     // WHEN the broker answers the next sends with errors
-    h.pulsar.fail_next_sends(3);
+    h.pulsar
+        .fail_next_sends_with(3, testkit::pulsar::ServerError::UnknownError);
     h.sql("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'x');");
     let v = h.current_version();
 
     // THEN the sidecar retries until the broker accepts, and only then checkpoints
-    h.wait_checkpoint("dbo.Orders", "delivery after the errors", |c| c == v).await;
+    h.wait_checkpoint("dbo.Orders", "delivery after the errors", |c| c == v)
+        .await;
     assert!(start < v);
     let envs = h.pulsar_envelopes(ORDERS_TOPIC);
     assert_eq!(ops(&changes(&envs)), ["insert:1"]);
@@ -277,7 +355,10 @@ async fn idle_database_costs_one_probe_per_tick_whatever_the_table_count() {
     }
     let refs: Vec<&str> = tables.iter().map(String::as_str).collect();
     let sidecar = h.spawn(h.config(&refs));
-    wait_for("a first idle probe", || (sidecar.metric("cdc_sidecar_probes_total{result=\"idle\"}") >= 1.0).then_some(())).await;
+    wait_for("a first idle probe", || {
+        (sidecar.metric("cdc_sidecar_probes_total{result=\"idle\"}") >= 1.0).then_some(())
+    })
+    .await;
 
     // WHEN nothing changes for a while
     let requests_before = h.mssql.requests();
@@ -291,8 +372,14 @@ async fn idle_database_costs_one_probe_per_tick_whatever_the_table_count() {
     let requests = h.mssql.requests() - requests_before;
 
     // THEN each tick sent exactly one request, and no table was queried
-    assert_eq!(sidecar.metric("cdc_sidecar_source_queries_total{kind=\"discover\"}"), discover_before);
-    assert!(requests as f64 <= idle + 1.0, "{requests} requests for {idle} idle probes");
+    assert_eq!(
+        sidecar.metric("cdc_sidecar_source_queries_total{kind=\"discover\"}"),
+        discover_before
+    );
+    assert!(
+        requests as f64 <= idle + 1.0,
+        "{requests} requests for {idle} idle probes"
+    );
     sidecar.stop().await;
 }
 
@@ -308,7 +395,8 @@ async fn every_sql_type_maps_to_json_without_loss() {
          [dto] datetimeoffset(7) NULL, [gu] uniqueidentifier NULL",
     );
     let sidecar = h.spawn(h.config(&["name = \"dbo.Types\"\nsnapshot = \"never\""]));
-    h.wait_checkpoint("dbo.Types", "the starting checkpoint", |_| true).await;
+    h.wait_checkpoint("dbo.Types", "the starting checkpoint", |_| true)
+        .await;
     h.sql(
         "INSERT INTO [dbo].[Types] VALUES (1, 1, 255, -32768, 9223372036854775807, \
          1234567890123456789012345678.0123456789, 922337203685477.5807, 1.5, 0.1, 'abc', 'héllo', N'日本', \
@@ -332,15 +420,23 @@ async fn every_sql_type_maps_to_json_without_loss() {
     });
     assert_eq!(row, &expected);
     let nulls = envs[1]["row"].as_object().unwrap();
-    assert!(nulls.iter().filter(|(k, _)| *k != "Id").all(|(_, v)| v.is_null()), "{nulls:?}");
+    assert!(
+        nulls.iter().filter(|(k, _)| *k != "Id").all(|(_, v)| v.is_null()),
+        "{nulls:?}"
+    );
     sidecar.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn composite_keys_paginate_snapshots_without_gaps_or_repeats() {
     let h = Harness::start().await;
-    h.create_tracked_table("Lines", "[A] int NOT NULL, [B] smallint NOT NULL, [X] varchar(10) NULL, PRIMARY KEY ([A], [B])");
-    let values: Vec<String> = (1..=7).flat_map(|a| (1..=17).map(move |b| format!("({a}, {b}, 'x')"))).collect();
+    h.create_tracked_table(
+        "Lines",
+        "[A] int NOT NULL, [B] smallint NOT NULL, [X] varchar(10) NULL, PRIMARY KEY ([A], [B])",
+    );
+    let values: Vec<String> = (1..=7)
+        .flat_map(|a| (1..=17).map(move |b| format!("({a}, {b}, 'x')")))
+        .collect();
     h.sql(&format!("INSERT INTO [dbo].[Lines] VALUES {};", values.join(", ")));
     let sidecar = h.spawn(h.config(&["name = \"dbo.Lines\""]));
     let snap = wait_for("the last snapshot batch", || {
@@ -348,8 +444,10 @@ async fn composite_keys_paginate_snapshots_without_gaps_or_repeats() {
         envs.iter().any(|e| e["snapshot"]["last"] == true).then_some(envs)
     })
     .await;
-    let keys: Vec<(i64, i64)> =
-        changes(&snap).iter().map(|c| (c["key"]["A"].as_i64().unwrap(), c["key"]["B"].as_i64().unwrap())).collect();
+    let keys: Vec<(i64, i64)> = changes(&snap)
+        .iter()
+        .map(|c| (c["key"]["A"].as_i64().unwrap(), c["key"]["B"].as_i64().unwrap()))
+        .collect();
     let expected: Vec<(i64, i64)> = (1..=7).flat_map(|a| (1..=17).map(move |b| (a, b))).collect();
     assert_eq!(keys, expected);
     sidecar.stop().await;
@@ -360,10 +458,15 @@ async fn startup_check_names_each_table_and_the_migration_that_fixes_it() {
     let h = Harness::start().await;
     h.sql("CREATE TABLE [dbo].[Untracked] ([Id] int NOT NULL PRIMARY KEY);");
     let config = h.config(&["name = \"dbo.Untracked\"", "name = \"dbo.Missing\""]);
-    let err = cdc_sidecar::run(config, tokio_util::sync::CancellationToken::new()).await.unwrap_err();
+    let err = cdc_sidecar::run(config, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap_err();
     let text = err.to_string();
     assert_eq!(err.exit_code(), 3, "{text}");
-    assert!(text.contains("table dbo.Untracked: change tracking is not enabled"), "{text}");
+    assert!(
+        text.contains("table dbo.Untracked: change tracking is not enabled"),
+        "{text}"
+    );
     assert!(text.contains("003_enable_table_change_tracking.sql"), "{text}");
     assert!(text.contains("table dbo.Missing: does not exist"), "{text}");
 }
@@ -374,7 +477,12 @@ async fn wrong_password_is_a_setup_error_naming_the_login() {
     h.create_tracked_table("Orders", ORDERS);
     let toml = h.config_toml(&["name = \"dbo.Orders\""]).replace(PASSWORD, "wrong");
     let config = cdc_sidecar::config::Config::from_toml_str(&toml).unwrap();
-    let err = cdc_sidecar::run(config, tokio_util::sync::CancellationToken::new()).await.unwrap_err();
+    let err = cdc_sidecar::run(config, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap_err();
     assert_eq!(err.exit_code(), 3);
-    assert!(err.to_string().contains("18456") && err.to_string().contains(LOGIN), "{err}");
+    assert!(
+        err.to_string().contains("18456") && err.to_string().contains(LOGIN),
+        "{err}"
+    );
 }

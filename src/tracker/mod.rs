@@ -72,7 +72,9 @@ struct Table {
     tx: mpsc::Sender<Delivery>,
     checkpoint: Arc<AtomicI64>,
     lagging: bool,
-    disabled_warned: bool,
+    /// Tracking was seen disabled; when it comes back the table must resync, since
+    /// changes made meanwhile were never recorded.
+    tracking_lost: bool,
 }
 
 /// Liveness and readiness, shared with the HTTP endpoints.
@@ -155,7 +157,7 @@ impl Reader {
                 tx: s.tx,
                 checkpoint: s.checkpoint_cell,
                 lagging: false,
-                disabled_warned: false,
+                tracking_lost: false,
             });
         }
         Self {
@@ -286,11 +288,34 @@ impl Reader {
             }
         }
         let backwards: Vec<(usize, i64)> = candidates.iter().filter(|c| c.2).map(|c| (c.0, c.1)).collect();
-        let forward: Vec<(usize, i64)> = candidates.iter().filter(|c| !c.2).map(|c| (c.0, c.1)).collect();
         for (i, position) in backwards {
             self.start_resync(i, position, upper, ResyncReason::VersionWentBackwards)
                 .await?;
         }
+        // Tables whose tracking was switched off stay out of the discover query (their
+        // CHANGETABLE would fail it for everyone) until it is back.
+        let lost: Vec<(usize, i64)> = candidates
+            .iter()
+            .filter(|c| !c.2 && self.tables[c.0].tracking_lost)
+            .map(|c| (c.0, c.1))
+            .collect();
+        if !lost.is_empty() {
+            for (i, min_valid) in self.min_valid_versions(&lost).await? {
+                if min_valid.is_some() {
+                    let position = lost.iter().find(|(j, _)| *j == i).map_or(0, |l| l.1);
+                    self.tables[i].tracking_lost = false;
+                    info!(table = %self.tables[i].info.name, "change tracking is enabled again");
+                    // Whatever changed while tracking was off was never recorded.
+                    self.start_resync(i, position, upper, ResyncReason::CheckpointExpired)
+                        .await?;
+                }
+            }
+        }
+        let forward: Vec<(usize, i64)> = candidates
+            .iter()
+            .filter(|c| !c.2 && !self.tables[c.0].tracking_lost)
+            .map(|c| (c.0, c.1))
+            .collect();
         if !forward.is_empty() {
             let infos: Vec<(usize, &TableInfo)> = forward.iter().map(|(i, _)| (*i, &self.tables[*i].info)).collect();
             let text = sql::discover(&infos);
@@ -300,7 +325,24 @@ impl Reader {
                 query.bind(*position);
             }
             let client = self.client().await?;
-            let rows = query.query(client).await?.into_first_result().await?;
+            let rows = match query.query(client).await {
+                Ok(stream) => stream.into_first_result().await,
+                Err(e) => Err(e),
+            };
+            let rows = match rows.map_err(SourceError::from) {
+                Ok(rows) => rows,
+                Err(e @ SourceError::Server { code: 22105, .. }) => {
+                    // A table lost its tracking between ticks: find which, then retry
+                    // on a fresh connection without it.
+                    for (i, min_valid) in self.min_valid_versions(&forward).await? {
+                        if min_valid.is_none() {
+                            self.mark_tracking_lost(i);
+                        }
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             let mut found = Vec::with_capacity(rows.len());
             for row in rows {
                 let index: i32 = row.try_get(0)?.unwrap_or(-1);
@@ -314,24 +356,13 @@ impl Reader {
                         "discover returned unknown table index {i}"
                     )));
                 };
-                let name = self.tables[i].info.name.clone();
                 match min_valid {
-                    None => {
-                        if !self.tables[i].disabled_warned {
-                            error!(table = %name, "change tracking is no longer enabled on the table; waiting for it to be re-enabled (migrations/003_enable_table_change_tracking.sql)");
-                            self.tables[i].disabled_warned = true;
-                        }
-                        self.metrics.set_table_state(&name, "error");
-                    }
+                    None => self.mark_tracking_lost(i),
                     Some(min_valid) if position < min_valid => {
                         self.start_resync(i, position, upper, ResyncReason::CheckpointExpired)
                             .await?;
                     }
                     Some(_) => {
-                        if self.tables[i].disabled_warned {
-                            self.tables[i].disabled_warned = false;
-                            self.metrics.set_table_state(&name, "streaming");
-                        }
                         if has_changes {
                             self.read_changes(i, position, upper).await?;
                         } else {
@@ -350,6 +381,30 @@ impl Reader {
             .into_results()
             .await?;
         Ok(upper)
+    }
+
+    fn mark_tracking_lost(&mut self, i: usize) {
+        let t = &mut self.tables[i];
+        if !t.tracking_lost {
+            error!(table = %t.info.name, "change tracking is no longer enabled on the table; waiting for it to be re-enabled (migrations/003_enable_table_change_tracking.sql)");
+            t.tracking_lost = true;
+        }
+        self.metrics.set_table_state(&t.info.name, "error");
+    }
+
+    /// `(table index, CHANGE_TRACKING_MIN_VALID_VERSION)` for `tables`.
+    async fn min_valid_versions(&mut self, tables: &[(usize, i64)]) -> Result<Vec<(usize, Option<i64>)>, SourceError> {
+        let infos: Vec<(usize, &TableInfo)> = tables.iter().map(|(i, _)| (*i, &self.tables[*i].info)).collect();
+        let text = sql::min_valid_versions(&infos);
+        self.metrics.source_queries.with_label_values(&["discover"]).inc();
+        let client = self.client().await?;
+        let rows = client.simple_query(text).await?.into_first_result().await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let index: i32 = row.try_get(0)?.unwrap_or(-1);
+            out.push((index as usize, row.try_get::<i64, _>(1)?));
+        }
+        Ok(out)
     }
 
     fn observe_lag(&mut self, i: usize, upper: i64) {

@@ -20,9 +20,7 @@ fn current_version_starts_at_zero_and_is_null_when_change_tracking_is_off() {
         scalar(&engine, "Shop", "SELECT CHANGE_TRACKING_CURRENT_VERSION()"),
         Value::Int(0)
     );
-    engine
-        .execute("master", "CREATE DATABASE Plain")
-        .expect("create");
+    engine.execute("master", "CREATE DATABASE Plain").expect("create");
     assert_eq!(
         scalar(&engine, "Plain", "SELECT CHANGE_TRACKING_CURRENT_VERSION()"),
         Value::Null
@@ -75,20 +73,17 @@ fn the_version_is_database_wide_so_a_table_sees_gaps() {
         .execute("Shop", "INSERT INTO dbo.Orders VALUES (2, N'b', 2)")
         .expect("v3");
     assert_eq!(
-        changes(&engine, Some(0))
-            .iter()
-            .map(|c| c.0)
-            .collect::<Vec<_>>(),
+        changes(&engine, Some(0)).iter().map(|c| c.0).collect::<Vec<_>>(),
         vec![1, 3]
     );
-    let items = query(&engine, "Shop", "SELECT CT.SYS_CHANGE_VERSION, CT.Sku, CT.Warehouse FROM CHANGETABLE(CHANGES dbo.Items, 0) AS CT");
+    let items = query(
+        &engine,
+        "Shop",
+        "SELECT CT.SYS_CHANGE_VERSION, CT.Sku, CT.Warehouse FROM CHANGETABLE(CHANGES dbo.Items, 0) AS CT",
+    );
     assert_eq!(
         items,
-        vec![vec![
-            Value::Int(2),
-            Value::String("x".into()),
-            Value::Int(1)
-        ]]
+        vec![vec![Value::Int(2), Value::String("x".into()), Value::Int(1)]]
     );
     // A transaction touching no tracked table does not move the version.
     engine
@@ -195,19 +190,13 @@ fn primary_key_update_is_a_delete_of_the_old_key_and_an_insert_of_the_new() {
 fn column_mask_lists_updated_columns_and_is_column_in_mask_reads_it() {
     let engine = shop();
     engine
-        .execute(
-            "Shop",
-            "INSERT INTO dbo.Orders VALUES (1, N'a', 1), (2, N'b', 2)",
-        )
+        .execute("Shop", "INSERT INTO dbo.Orders VALUES (1, N'a', 1), (2, N'b', 2)")
         .expect("v1");
     engine
         .execute("Shop", "UPDATE dbo.Orders SET Total = 5 WHERE Id = 1")
         .expect("v2");
     engine
-        .execute(
-            "Shop",
-            "UPDATE dbo.Orders SET Customer = N'z', Total = 9 WHERE Id = 2",
-        )
+        .execute("Shop", "UPDATE dbo.Orders SET Customer = N'z', Total = 9 WHERE Id = 2")
         .expect("v3");
     let r = query(
         &engine,
@@ -241,7 +230,11 @@ fn column_mask_is_null_when_column_tracking_is_off() {
     engine
         .execute("Shop", "UPDATE dbo.T SET A = 2 WHERE Id = 1")
         .expect("update");
-    let r = query(&engine, "Shop", "SELECT CT.SYS_CHANGE_OPERATION, CT.SYS_CHANGE_COLUMNS FROM CHANGETABLE(CHANGES dbo.T, 1) AS CT");
+    let r = query(
+        &engine,
+        "Shop",
+        "SELECT CT.SYS_CHANGE_OPERATION, CT.SYS_CHANGE_COLUMNS FROM CHANGETABLE(CHANGES dbo.T, 1) AS CT",
+    );
     assert_eq!(r, vec![vec![Value::String("U".into()), Value::Null]]);
 }
 
@@ -254,7 +247,11 @@ fn change_tracking_context_is_stored_with_the_change() {
     engine
         .execute("Shop", "INSERT INTO dbo.Orders VALUES (2, N'b', 1)")
         .expect("insert");
-    let r = query(&engine, "Shop", "SELECT CT.Id, CT.SYS_CHANGE_CONTEXT FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT ORDER BY CT.Id");
+    let r = query(
+        &engine,
+        "Shop",
+        "SELECT CT.Id, CT.SYS_CHANGE_CONTEXT FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT ORDER BY CT.Id",
+    );
     assert_eq!(r[0][1], Value::Binary(vec![0x0A, 0x0B]));
     assert_eq!(r[1][1], Value::Null);
 }
@@ -293,10 +290,7 @@ fn cleanup_after_the_retention_period_raises_the_min_valid_version() {
 fn cleanup_does_nothing_when_auto_cleanup_is_off() {
     let engine = shop();
     engine
-        .execute(
-            "Shop",
-            "ALTER DATABASE Shop SET CHANGE_TRACKING (AUTO_CLEANUP = OFF)",
-        )
+        .execute("Shop", "ALTER DATABASE Shop SET CHANGE_TRACKING (AUTO_CLEANUP = OFF)")
         .expect("off");
     engine
         .execute("Shop", "INSERT INTO dbo.Orders VALUES (1, N'a', 1)")
@@ -315,9 +309,7 @@ fn truncate_resets_the_min_valid_version_to_the_current_version() {
     engine
         .execute("Shop", "INSERT INTO dbo.Orders VALUES (2, N'b', 1)")
         .expect("v2");
-    engine
-        .execute("Shop", "TRUNCATE TABLE dbo.Orders")
-        .expect("truncate");
+    engine.execute("Shop", "TRUNCATE TABLE dbo.Orders").expect("truncate");
     assert_eq!(v(&engine), 2);
     assert_eq!(
         scalar(
@@ -356,11 +348,12 @@ fn disable_and_reenable_resets_the_tables_tracking() {
     engine
         .execute("Shop", "ALTER TABLE dbo.Orders ENABLE CHANGE_TRACKING")
         .expect("enable");
-    let r = query(&engine, "Shop", "SELECT begin_version, min_valid_version, is_track_columns_updated_on FROM sys.change_tracking_tables");
-    assert_eq!(
-        r,
-        vec![vec![Value::Int(1), Value::Int(1), Value::Bit(false)]]
+    let r = query(
+        &engine,
+        "Shop",
+        "SELECT begin_version, min_valid_version, is_track_columns_updated_on FROM sys.change_tracking_tables",
     );
+    assert_eq!(r, vec![vec![Value::Int(1), Value::Int(1), Value::Bit(false)]]);
     assert_eq!(changes(&engine, None), vec![]);
 }
 
@@ -371,16 +364,10 @@ fn changetable_on_an_untracked_table_is_error_22105() {
         .execute("Shop", "CREATE TABLE dbo.Plain (Id int PRIMARY KEY)")
         .expect("ddl");
     let e = engine
-        .execute(
-            "Shop",
-            "SELECT * FROM CHANGETABLE(CHANGES dbo.Plain, 0) AS CT",
-        )
+        .execute("Shop", "SELECT * FROM CHANGETABLE(CHANGES dbo.Plain, 0) AS CT")
         .expect_err("22105");
     assert_eq!((e.number, e.class, e.state), (22105, 16, 1));
-    assert_eq!(
-        e.message,
-        "Change tracking is not enabled on table 'dbo.Plain'."
-    );
+    assert_eq!(e.message, "Change tracking is not enabled on table 'dbo.Plain'.");
 }
 
 #[test]
@@ -411,11 +398,7 @@ fn changetable_costs_changes_since_the_baseline_not_the_history() {
         assert_eq!(c.len(), 1);
     }
     // 200 queries over a 50k-row history: a scan would take seconds.
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
 #[test]

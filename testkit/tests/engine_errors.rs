@@ -46,10 +46,7 @@ fn unknown_table_is_208_and_unknown_column_207() {
     assert_eq!(e.message, "Invalid column name 'Nope'.");
     let e = err("SELECT X.Id FROM dbo.Orders AS T");
     assert_eq!(e.number, 4104);
-    assert_eq!(
-        e.message,
-        "The multi-part identifier \"X.Id\" could not be bound."
-    );
+    assert_eq!(e.message, "The multi-part identifier \"X.Id\" could not be bound.");
     let e = err("SELECT * FROM sys.nothing");
     assert_eq!(e.number, 208);
 }
@@ -61,10 +58,7 @@ fn unknown_procedure_and_function_are_2812_and_195() {
     assert_eq!(e.message, "Could not find stored procedure 'sp_who'.");
     let e = err("SELECT NOSUCHFN(1)");
     assert_eq!(e.number, 195);
-    assert_eq!(
-        e.message,
-        "'NOSUCHFN' is not a recognized built-in function name."
-    );
+    assert_eq!(e.message, "'NOSUCHFN' is not a recognized built-in function name.");
 }
 
 #[test]
@@ -112,9 +106,7 @@ fn duplicate_key_is_2627_and_ends_only_its_statement() {
         &[],
     );
     assert_eq!(out.len(), 3);
-    let Outcome::Error(e) = &out[1] else {
-        panic!("{out:?}")
-    };
+    let Outcome::Error(e) = &out[1] else { panic!("{out:?}") };
     assert_eq!((e.number, e.class, e.state), (2627, 14, 1));
     assert!(
         e.message
@@ -122,9 +114,9 @@ fn duplicate_key_is_2627_and_ends_only_its_statement() {
         "{}",
         e.message
     );
-    assert!(e.message.ends_with(
-        "Cannot insert duplicate key in object 'dbo.Orders'. The duplicate key value is (1)."
-    ));
+    assert!(e
+        .message
+        .ends_with("Cannot insert duplicate key in object 'dbo.Orders'. The duplicate key value is (1)."));
     assert_eq!(out[2], Outcome::Done { row_count: Some(1) });
 }
 
@@ -163,14 +155,15 @@ fn transaction_control_errors_are_3902_and_3903() {
 fn rollback_discards_the_transactions_writes_and_version() {
     let engine = shop();
     let mut s = engine.admin_session("Shop").expect("session");
-    run(&mut s, "BEGIN TRAN; INSERT INTO dbo.Orders VALUES (1, N'a', 1); UPDATE dbo.Orders SET Total = 2 WHERE Id = 1", &[]);
+    run(
+        &mut s,
+        "BEGIN TRAN; INSERT INTO dbo.Orders VALUES (1, N'a', 1); UPDATE dbo.Orders SET Total = 2 WHERE Id = 1",
+        &[],
+    );
     // Own writes are visible inside the transaction, not outside.
     assert_eq!(
         rows(&run(&mut s, "SELECT Total FROM dbo.Orders", &[])),
-        vec![vec![Value::Decimal {
-            value: 200,
-            scale: 2
-        }]]
+        vec![vec![Value::Decimal { value: 200, scale: 2 }]]
     );
     assert!(query(&engine, "Shop", "SELECT Id FROM dbo.Orders").is_empty());
     run(&mut s, "ROLLBACK", &[]);
@@ -189,9 +182,7 @@ fn enabling_tracking_needs_a_primary_key_and_database_tracking() {
         .execute("Shop", "ALTER TABLE dbo.Heap ENABLE CHANGE_TRACKING")
         .expect_err("no pk");
     assert_eq!(e.number, 4997);
-    engine
-        .execute("master", "CREATE DATABASE Plain")
-        .expect("db");
+    engine.execute("master", "CREATE DATABASE Plain").expect("db");
     engine
         .execute("Plain", "CREATE TABLE dbo.T (Id int PRIMARY KEY)")
         .expect("t");

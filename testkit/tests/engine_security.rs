@@ -23,9 +23,7 @@ fn with_user() -> Engine {
 fn wrong_password_or_unknown_login_is_18456() {
     let engine = with_user();
     for (user, password) in [("app", "wrong"), ("nobody", "x"), ("sa", "")] {
-        let e = login(&engine, user, password, Some("Shop"))
-            .err()
-            .expect("login fails");
+        let e = login(&engine, user, password, Some("Shop")).err().expect("login fails");
         assert_eq!((e.number, e.class, e.state), (18456, 14, 1));
         assert_eq!(e.message, format!("Login failed for user '{user}'."));
     }
@@ -35,34 +33,21 @@ fn wrong_password_or_unknown_login_is_18456() {
 fn sa_password_is_configurable() {
     let engine = Engine::with_sa_password("Other-Pw1!");
     assert!(login(&engine, "sa", "Other-Pw1!", None).is_ok());
-    assert!(login(
-        &engine,
-        "sa",
-        testkit::mssql::engine::DEFAULT_SA_PASSWORD,
-        None
-    )
-    .is_err());
+    assert!(login(&engine, "sa", testkit::mssql::engine::DEFAULT_SA_PASSWORD, None).is_err());
 }
 
 #[test]
 fn missing_database_or_no_user_there_is_4060() {
     let engine = with_user();
-    let e = login(
-        &engine,
-        "sa",
-        testkit::mssql::engine::DEFAULT_SA_PASSWORD,
-        Some("Nope"),
-    )
-    .err()
-    .expect("4060");
+    let e = login(&engine, "sa", testkit::mssql::engine::DEFAULT_SA_PASSWORD, Some("Nope"))
+        .err()
+        .expect("4060");
     assert_eq!((e.number, e.class), (4060, 11));
     assert_eq!(
         e.message,
         "Cannot open database \"Nope\" requested by the login. The login failed."
     );
-    engine
-        .execute("master", "CREATE DATABASE Other")
-        .expect("db");
+    engine.execute("master", "CREATE DATABASE Other").expect("db");
     let e = login(&engine, "app", "App-Passw0rd!", Some("Other"))
         .err()
         .expect("no user");
@@ -93,11 +78,7 @@ fn changetable_without_view_change_tracking_is_229() {
         .expect("grant");
     let mut s = login(&engine, "app", "App-Passw0rd!", Some("Shop")).expect("login");
     run(&mut s, "SELECT * FROM dbo.Orders", &[]);
-    let e = error_of(
-        &mut s,
-        "SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT",
-        &[],
-    );
+    let e = error_of(&mut s, "SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT", &[]);
     assert_eq!((e.number, e.class), (229, 14));
     assert_eq!(
         e.message,
@@ -110,16 +91,9 @@ fn changetable_without_view_change_tracking_is_229() {
     ));
     assert_eq!(r, vec![vec![Value::Int(1), Value::Int(0)]]);
     engine
-        .execute(
-            "Shop",
-            "GRANT VIEW CHANGE TRACKING ON OBJECT::dbo.Orders TO app",
-        )
+        .execute("Shop", "GRANT VIEW CHANGE TRACKING ON OBJECT::dbo.Orders TO app")
         .expect("grant");
-    run(
-        &mut s,
-        "SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT",
-        &[],
-    );
+    run(&mut s, "SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT", &[]);
 }
 
 #[test]
@@ -138,12 +112,7 @@ fn a_reader_cannot_write_or_configure() {
         15247
     );
     assert_eq!(
-        error_of(
-            &mut s,
-            "ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION OFF",
-            &[]
-        )
-        .number,
+        error_of(&mut s, "ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION OFF", &[]).number,
         5011
     );
 }

@@ -20,11 +20,7 @@ fn snapshot_transaction_sees_the_state_at_its_start_while_another_session_commit
         "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION;",
         &[],
     );
-    let v = rows(&run(
-        &mut reader,
-        "SELECT CHANGE_TRACKING_CURRENT_VERSION()",
-        &[],
-    ));
+    let v = rows(&run(&mut reader, "SELECT CHANGE_TRACKING_CURRENT_VERSION()", &[]));
     assert_eq!(v, vec![vec![Value::Int(1)]]);
 
     run(
@@ -34,27 +30,10 @@ fn snapshot_transaction_sees_the_state_at_its_start_while_another_session_commit
     );
     assert_eq!(engine.current_version("Shop"), Some(3));
 
-    let v = rows(&run(
-        &mut reader,
-        "SELECT CHANGE_TRACKING_CURRENT_VERSION()",
-        &[],
-    ));
+    let v = rows(&run(&mut reader, "SELECT CHANGE_TRACKING_CURRENT_VERSION()", &[]));
     assert_eq!(v, vec![vec![Value::Int(1)]]);
-    let r = rows(&run(
-        &mut reader,
-        "SELECT Id, Total FROM dbo.Orders ORDER BY Id",
-        &[],
-    ));
-    assert_eq!(
-        r,
-        vec![vec![
-            Value::Int(1),
-            Value::Decimal {
-                value: 100,
-                scale: 2
-            }
-        ]]
-    );
+    let r = rows(&run(&mut reader, "SELECT Id, Total FROM dbo.Orders ORDER BY Id", &[]));
+    assert_eq!(r, vec![vec![Value::Int(1), Value::Decimal { value: 100, scale: 2 }]]);
     let c = rows(&run(
         &mut reader,
         "SELECT CT.Id FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT",
@@ -69,11 +48,7 @@ fn snapshot_transaction_sees_the_state_at_its_start_while_another_session_commit
     assert_eq!(m, vec![vec![Value::Int(3)]]);
     run(&mut reader, "COMMIT", &[]);
 
-    let v = rows(&run(
-        &mut reader,
-        "SELECT CHANGE_TRACKING_CURRENT_VERSION()",
-        &[],
-    ));
+    let v = rows(&run(&mut reader, "SELECT CHANGE_TRACKING_CURRENT_VERSION()", &[]));
     assert_eq!(v, vec![vec![Value::Int(3)]]);
 }
 
@@ -81,17 +56,10 @@ fn snapshot_transaction_sees_the_state_at_its_start_while_another_session_commit
 fn snapshot_isolation_without_allow_snapshot_isolation_is_3952() {
     let engine = shop();
     engine
-        .execute(
-            "master",
-            "ALTER DATABASE Shop SET ALLOW_SNAPSHOT_ISOLATION OFF",
-        )
+        .execute("master", "ALTER DATABASE Shop SET ALLOW_SNAPSHOT_ISOLATION OFF")
         .expect("off");
     let mut s = engine.admin_session("Shop").expect("session");
-    run(
-        &mut s,
-        "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRAN;",
-        &[],
-    );
+    run(&mut s, "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRAN;", &[]);
     // Functions and catalog views do not touch user tables.
     run(
         &mut s,
@@ -104,11 +72,7 @@ fn snapshot_isolation_without_allow_snapshot_isolation_is_3952() {
         e.message,
         "Snapshot isolation transaction failed accessing database 'Shop' because snapshot isolation is not allowed in this database. Use ALTER DATABASE to allow snapshot isolation."
     );
-    let e = error_of(
-        &mut s,
-        "SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT",
-        &[],
-    );
+    let e = error_of(&mut s, "SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT", &[]);
     assert_eq!(e.number, 3952);
     run(&mut s, "ROLLBACK", &[]);
 }
@@ -144,11 +108,7 @@ fn dropping_a_session_rolls_back_its_transaction() {
     let engine = shop();
     {
         let mut s = engine.admin_session("Shop").expect("session");
-        run(
-            &mut s,
-            "BEGIN TRAN; INSERT INTO dbo.Orders VALUES (1, N'a', 1)",
-            &[],
-        );
+        run(&mut s, "BEGIN TRAN; INSERT INTO dbo.Orders VALUES (1, N'a', 1)", &[]);
     }
     assert!(query(&engine, "Shop", "SELECT Id FROM dbo.Orders").is_empty());
 }

@@ -26,9 +26,7 @@ GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [cdc_reader];
 /// A database prepared only with plain DDL, then the migration run twice.
 fn migrated() -> Engine {
     let engine = Engine::new();
-    engine
-        .execute("master", "CREATE DATABASE Shop")
-        .expect("db");
+    engine.execute("master", "CREATE DATABASE Shop").expect("db");
     engine
         .execute(
             "Shop",
@@ -36,9 +34,7 @@ fn migrated() -> Engine {
         )
         .expect("table");
     engine.execute("Shop", MIGRATION).expect("migration");
-    engine
-        .execute("Shop", MIGRATION)
-        .expect("migration is idempotent");
+    engine.execute("Shop", MIGRATION).expect("migration is idempotent");
     engine
 }
 
@@ -84,12 +80,7 @@ fn migrations_are_idempotent_and_configure_tracking_snapshot_and_access() {
         1
     );
     assert_eq!(
-        query(
-            &engine,
-            "Shop",
-            "SELECT object_id FROM sys.change_tracking_tables"
-        )
-        .len(),
+        query(&engine, "Shop", "SELECT object_id FROM sys.change_tracking_tables").len(),
         1
     );
 }
@@ -128,11 +119,7 @@ fn startup_checks_return_sql_servers_columns() {
         vec![
             col("snapshot_isolation_state", SqlType::TinyInt, true),
             col("retention_period", SqlType::Int, true),
-            col(
-                "retention_period_units_desc",
-                SqlType::NVarChar(Some(60)),
-                true
-            ),
+            col("retention_period_units_desc", SqlType::NVarChar(Some(60)), true),
             col("is_auto_cleanup_on", SqlType::Bit, true),
         ]
     );
@@ -166,10 +153,7 @@ fn startup_checks_return_sql_servers_columns() {
     let Value::Int(object_id) = r[0][0] else {
         panic!("object id {:?}", r[0][0])
     };
-    assert_eq!(
-        (r[0][1].clone(), r[0][2].clone()),
-        (Value::Int(1), Value::Int(1))
-    );
+    assert_eq!((r[0][1].clone(), r[0][2].clone()), (Value::Int(1), Value::Int(1)));
 
     let id = p("@P1", Value::Int(object_id));
     let out = run(
@@ -186,10 +170,7 @@ fn startup_checks_return_sql_servers_columns() {
             col("begin_version", SqlType::BigInt, true),
         ]
     );
-    assert_eq!(
-        rows(&out),
-        vec![vec![Value::Bit(true), Value::Int(0), Value::Int(0)]]
-    );
+    assert_eq!(rows(&out), vec![vec![Value::Bit(true), Value::Int(0), Value::Int(0)]]);
 
     let out = run(
         &mut s,
@@ -269,10 +250,7 @@ fn startup_checks_return_sql_servers_columns() {
 fn streaming_queries_run_in_one_snapshot_transaction() {
     let engine = migrated();
     engine
-        .execute(
-            "Shop",
-            "INSERT INTO dbo.Orders VALUES (1, N'a', 1.50), (2, N'b', 2.00)",
-        )
+        .execute("Shop", "INSERT INTO dbo.Orders VALUES (1, N'a', 1.50), (2, N'b', 2.00)")
         .expect("v1");
     engine
         .execute("Shop", "UPDATE dbo.Orders SET Total = 3 WHERE Id = 2")
@@ -337,8 +315,7 @@ SELECT 1,
         ]
     );
 
-    let change_query =
-        "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
+    let change_query = "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
        CT.SYS_CHANGE_CONTEXT,
        CHANGE_TRACKING_IS_COLUMN_IN_MASK(3, CT.SYS_CHANGE_COLUMNS) AS [__changed_3],
        CT.[Id] AS [__key_Id],
@@ -419,10 +396,7 @@ fn keyset_snapshot_chunks_walk_composite_keys_in_order() {
         .transaction("Shop", |t| {
             for a in 0..10 {
                 for b in ["x", "y", "z"] {
-                    t.insert(
-                        "dbo.T",
-                        vec![Value::Int(a), Value::String(b.into()), Value::Int(a)],
-                    )?;
+                    t.insert("dbo.T", vec![Value::Int(a), Value::String(b.into()), Value::Int(a)])?;
                 }
             }
             Ok(())

@@ -12,12 +12,7 @@ use testkit::pulsar::StandinError;
 async fn wait_for_messages_reports_what_it_got_when_the_deadline_passes() {
     let standin = standin().await;
     let client = client(&standin.url()).await;
-    let mut producer = client
-        .producer()
-        .with_topic("short")
-        .build()
-        .await
-        .expect("producer");
+    let mut producer = client.producer().with_topic("short").build().await.expect("producer");
     producer
         .send_non_blocking(b"one".to_vec())
         .await
@@ -31,9 +26,7 @@ async fn wait_for_messages_reports_what_it_got_when_the_deadline_passes() {
         .expect_err("only one message");
     assert!(started.elapsed() >= Duration::from_millis(200));
     match error {
-        StandinError::Timeout {
-            wanted, got, topic, ..
-        } => {
+        StandinError::Timeout { wanted, got, topic, .. } => {
             assert_eq!((wanted, got), (2, 1));
             assert_eq!(topic, "persistent://public/default/short");
         }
@@ -50,11 +43,7 @@ async fn wait_for_messages_reports_what_it_got_when_the_deadline_passes() {
             .expect("receipt");
     };
     let (got, ()) = tokio::join!(waiter, sender);
-    let payloads: Vec<Vec<u8>> = got
-        .expect("two messages")
-        .into_iter()
-        .map(|m| m.payload)
-        .collect();
+    let payloads: Vec<Vec<u8>> = got.expect("two messages").into_iter().map(|m| m.payload).collect();
     assert_eq!(payloads, [b"one".to_vec(), b"two".to_vec()]);
     standin.shutdown().await;
 }
@@ -87,12 +76,7 @@ async fn names_resolve_like_a_broker_and_partitioned_topics_aggregate() {
     );
     // the partitioned name sums its partitions; short and full names agree
     assert_eq!(standin.entries("acme/cdc/orders").len(), 4);
-    assert_eq!(
-        standin
-            .stats("persistent://acme/cdc/orders")
-            .messages_received,
-        4
-    );
+    assert_eq!(standin.stats("persistent://acme/cdc/orders").messages_received, 4);
     let per_partition: u64 = (0..2)
         .map(|p| {
             standin
@@ -102,11 +86,7 @@ async fn names_resolve_like_a_broker_and_partitioned_topics_aggregate() {
         .sum();
     assert_eq!(per_partition, 4);
     for entry in standin.entries("acme/cdc/orders") {
-        assert!(
-            entry.partition == 0 || entry.partition == 1,
-            "{}",
-            entry.partition
-        );
+        assert!(entry.partition == 0 || entry.partition == 1, "{}", entry.partition);
     }
     assert!(standin.entries("not a/valid/name/at/all").is_empty());
     assert!(standin.connections() >= 1);

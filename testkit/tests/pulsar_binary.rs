@@ -34,19 +34,9 @@ async fn binary_serves_a_token_client_and_stops_on_sigterm() {
         .unwrap_or_else(|| panic!("no URL in {line:?}"))
         .to_string();
 
-    assert!(
-        client_with(&url, Some("wrong")).await.is_err(),
-        "token enforced"
-    );
-    let client = client_with(&url, Some("bin-token"))
-        .await
-        .expect("connects");
-    let mut producer = client
-        .producer()
-        .with_topic("bin")
-        .build()
-        .await
-        .expect("producer");
+    assert!(client_with(&url, Some("wrong")).await.is_err(), "token enforced");
+    let client = client_with(&url, Some("bin-token")).await.expect("connects");
+    let mut producer = client.producer().with_topic("bin").build().await.expect("producer");
     tokio::time::timeout(DEADLINE, async {
         producer
             .send_non_blocking(b"via the binary".to_vec())

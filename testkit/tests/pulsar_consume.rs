@@ -12,12 +12,7 @@ use pulsar_support::*;
 use testkit::pulsar::PulsarStandin;
 
 async fn produce(client: &Pulsar<TokioExecutor>, topic: &str, bodies: &[&str]) {
-    let mut producer = client
-        .producer()
-        .with_topic(topic)
-        .build()
-        .await
-        .expect("producer");
+    let mut producer = client.producer().with_topic(topic).build().await.expect("producer");
     for body in bodies {
         tokio::time::timeout(DEADLINE, async {
             producer
@@ -130,10 +125,7 @@ async fn latest_position_skips_what_was_there_before() {
     .expect("in time")
     .expect("subscribe");
     produce(&client, &topic, &["new-1", "new-2"]).await;
-    assert_eq!(
-        bodies(&read(&mut consumer, 2, true).await),
-        ["new-1", "new-2"]
-    );
+    assert_eq!(bodies(&read(&mut consumer, 2, true).await), ["new-1", "new-2"]);
     standin.shutdown().await;
 }
 

@@ -25,23 +25,13 @@ async fn simple_query_returns_every_result_set_of_a_batch() {
         vec![
             rows("a", SqlType::Int, vec![Value::Int(1), Value::Int(2)]),
             Outcome::Done { row_count: Some(5) },
-            rows(
-                "b",
-                SqlType::NVarChar(Some(10)),
-                vec![Value::String("x".into())],
-            ),
+            rows("b", SqlType::NVarChar(Some(10)), vec![Value::String("x".into())]),
         ],
     );
     let server = start(&backend).await;
     let mut client = connect(&server).await;
 
-    let results = client
-        .simple_query(sql)
-        .await
-        .unwrap()
-        .into_results()
-        .await
-        .unwrap();
+    let results = client.simple_query(sql).await.unwrap().into_results().await.unwrap();
 
     assert_eq!(results.len(), 2);
     let a: Vec<i32> = results[0].iter().map(|r| r.get(0).unwrap()).collect();
@@ -101,10 +91,7 @@ async fn batch_errors_arrive_as_server_errors_with_all_fields() {
         other => panic!("expected a server error, got {other:?}"),
     }
     // The connection is still usable afterwards.
-    backend.script(
-        "SELECT 2",
-        vec![rows("v", SqlType::Int, vec![Value::Int(2)])],
-    );
+    backend.script("SELECT 2", vec![rows("v", SqlType::Int, vec![Value::Int(2)])]);
     let row = client
         .simple_query("SELECT 2")
         .await
@@ -189,10 +176,7 @@ async fn a_result_much_larger_than_a_packet_streams_completely() {
     let backend = FakeBackend::new();
     let n = 20_000i64;
     let outcome = Outcome::Rows {
-        columns: vec![
-            col("Id", SqlType::BigInt),
-            col("Name", SqlType::NVarChar(Some(100))),
-        ],
+        columns: vec![col("Id", SqlType::BigInt), col("Name", SqlType::NVarChar(Some(100)))],
         rows: (0..n)
             .map(|i| vec![Value::Int(i), Value::String(format!("customer number {i}"))])
             .collect(),
@@ -212,10 +196,7 @@ async fn a_result_much_larger_than_a_packet_streams_completely() {
     assert_eq!(rows.len() as i64, n);
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row.get::<i64, _>(0), Some(i as i64));
-        assert_eq!(
-            row.get::<&str, _>(1),
-            Some(format!("customer number {i}").as_str())
-        );
+        assert_eq!(row.get::<&str, _>(1), Some(format!("customer number {i}").as_str()));
     }
     drop(client);
     server.shutdown().await;
@@ -227,11 +208,7 @@ async fn the_client_packet_size_is_honoured() {
     let big = "y".repeat(100_000);
     backend.script(
         "SELECT plp",
-        vec![rows(
-            "v",
-            SqlType::NVarChar(None),
-            vec![Value::String(big.clone())],
-        )],
+        vec![rows("v", SqlType::NVarChar(None), vec![Value::String(big.clone())])],
     );
     let server = start(&backend).await;
     let mut config = config(&server, USER, PASSWORD, Some(DATABASE));
@@ -347,16 +324,10 @@ async fn use_database_is_reported_through_envchange_and_info() {
 
     assert_eq!(&response[..4], &[0xE3, 23, 0, 1]);
     assert_eq!(response[4], 6);
-    let new: Vec<u8> = "master"
-        .encode_utf16()
-        .flat_map(|u| u.to_le_bytes())
-        .collect();
+    let new: Vec<u8> = "master".encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
     assert_eq!(&response[5..17], &new[..]);
     assert_eq!(response[26], 0xAB, "INFO 5701 follows");
-    assert_eq!(
-        i32::from_le_bytes(response[29..33].try_into().unwrap()),
-        5701
-    );
+    assert_eq!(i32::from_le_bytes(response[29..33].try_into().unwrap()), 5701);
     server.shutdown().await;
 }
 
@@ -377,20 +348,12 @@ async fn attention_is_acknowledged_with_a_done_attn() {
 #[tokio::test]
 async fn unknown_procedures_get_error_2812_and_the_connection_survives() {
     let backend = FakeBackend::new();
-    backend.script(
-        "SELECT 3",
-        vec![rows("v", SqlType::Int, vec![Value::Int(3)])],
-    );
+    backend.script("SELECT 3", vec![rows("v", SqlType::Int, vec![Value::Int(3)])]);
     let server = start(&backend).await;
     let (_, mut tcp) = raw_login(&server, USER, PASSWORD, DATABASE).await;
 
-    let mut payload = vec![
-        22, 0, 0, 0, 18, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-    ];
-    let name: Vec<u8> = "sp_who"
-        .encode_utf16()
-        .flat_map(|u| u.to_le_bytes())
-        .collect();
+    let mut payload = vec![22, 0, 0, 0, 18, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
+    let name: Vec<u8> = "sp_who".encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
     payload.extend_from_slice(&6u16.to_le_bytes());
     payload.extend_from_slice(&name);
     payload.extend_from_slice(&[0, 0]);
@@ -413,35 +376,20 @@ async fn cancel_query_cuts_a_streaming_result_short() {
     backend.script(
         "SELECT huge",
         vec![Outcome::Rows {
-            columns: vec![
-                col("Id", SqlType::BigInt),
-                col("Pad", SqlType::NVarChar(Some(40))),
-            ],
+            columns: vec![col("Id", SqlType::BigInt), col("Pad", SqlType::NVarChar(Some(40)))],
             rows: (0..n)
-                .map(|i| {
-                    vec![
-                        Value::Int(i),
-                        Value::String("padding padding padding".into()),
-                    ]
-                })
+                .map(|i| vec![Value::Int(i), Value::String("padding padding padding".into())])
                 .collect(),
         }],
     );
-    backend.script(
-        "SELECT 5",
-        vec![rows("v", SqlType::Int, vec![Value::Int(5)])],
-    );
+    backend.script("SELECT 5", vec![rows("v", SqlType::Int, vec![Value::Int(5)])]);
     let server = start(&backend).await;
     let mut client = connect(&server).await;
 
     // WHEN the client reads a few rows, drops the stream and cancels.
     {
         use futures_util::TryStreamExt;
-        let mut stream = client
-            .simple_query("SELECT huge")
-            .await
-            .unwrap()
-            .into_row_stream();
+        let mut stream = client.simple_query("SELECT huge").await.unwrap().into_row_stream();
         for expected in 0..3i64 {
             let row = stream.try_next().await.unwrap().unwrap();
             assert_eq!(row.get::<i64, _>(0), Some(expected));
@@ -469,17 +417,12 @@ async fn cancel_query_cuts_a_streaming_result_short() {
 #[tokio::test]
 async fn an_unsupported_parameter_type_gets_error_8009_and_the_connection_survives() {
     let backend = FakeBackend::new();
-    backend.script(
-        "SELECT 3",
-        vec![rows("v", SqlType::Int, vec![Value::Int(3)])],
-    );
+    backend.script("SELECT 3", vec![rows("v", SqlType::Int, vec![Value::Int(3)])]);
     let server = start(&backend).await;
     let (_, mut tcp) = raw_login(&server, USER, PASSWORD, DATABASE).await;
 
     // sp_executesql by id with one xml (0xF1) parameter.
-    let mut payload = vec![
-        22, 0, 0, 0, 18, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-    ];
+    let mut payload = vec![22, 0, 0, 0, 18, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
     payload.extend_from_slice(&[0xFF, 0xFF, 10, 0, 0, 0]);
     payload.extend_from_slice(&[2, b'@', 0, b'x', 0, 0, 0xF1, 0]);
     raw_packet(&mut tcp, 0x03, &payload).await;

@@ -34,11 +34,7 @@ async fn login_succeeds_and_passes_credentials_and_database_to_the_backend() {
     assert_eq!(row.get::<&str, _>("db"), Some(DATABASE));
     assert_eq!(
         backend.logins(),
-        vec![(
-            USER.to_string(),
-            PASSWORD.to_string(),
-            Some(DATABASE.to_string())
-        )]
+        vec![(USER.to_string(), PASSWORD.to_string(), Some(DATABASE.to_string()))]
     );
     server.shutdown().await;
 }
@@ -85,10 +81,7 @@ async fn the_server_closes_the_connection_after_a_failed_login() {
 
     // ERROR token (0xAA) with number 18456, then a DONE (0xFD) with the error bit.
     assert_eq!(response[0], 0xAA);
-    assert_eq!(
-        i32::from_le_bytes(response[3..7].try_into().unwrap()),
-        18456
-    );
+    assert_eq!(i32::from_le_bytes(response[3..7].try_into().unwrap()), 18456);
     let done = &response[response.len() - 13..];
     assert_eq!(done[0], 0xFD);
     assert_eq!(u16::from_le_bytes([done[1], done[2]]), 0x0002);

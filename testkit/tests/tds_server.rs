@@ -32,9 +32,7 @@ async fn many_concurrent_connections_are_served_and_counted() {
         tasks.spawn(async move {
             let mut client = connect_with(config).await.expect("login");
             for _ in 0..10 {
-                let v = select_int(&mut client, &format!("SELECT {i}"))
-                    .await
-                    .expect("query");
+                let v = select_int(&mut client, &format!("SELECT {i}")).await.expect("query");
                 assert_eq!(v, Some(i));
             }
         });
@@ -76,10 +74,7 @@ async fn requests_counts_batches_and_rpcs() {
 #[tokio::test]
 async fn drop_connections_makes_the_next_query_fail_and_new_logins_work() {
     let backend = FakeBackend::new();
-    backend.script(
-        "SELECT 7",
-        vec![rows("v", SqlType::Int, vec![Value::Int(7)])],
-    );
+    backend.script("SELECT 7", vec![rows("v", SqlType::Int, vec![Value::Int(7)])]);
     let server = start(&backend).await;
     let mut client = connect(&server).await;
     assert_eq!(select_int(&mut client, "SELECT 7").await.unwrap(), Some(7));
@@ -98,10 +93,7 @@ async fn drop_connections_makes_the_next_query_fail_and_new_logins_work() {
 #[tokio::test]
 async fn shutdown_closes_connections_and_awaits_their_tasks() {
     let backend = FakeBackend::new();
-    backend.script(
-        "SELECT 7",
-        vec![rows("v", SqlType::Int, vec![Value::Int(7)])],
-    );
+    backend.script("SELECT 7", vec![rows("v", SqlType::Int, vec![Value::Int(7)])]);
     let server = start(&backend).await;
     let addr = server.addr();
     let mut clients = Vec::new();
@@ -118,20 +110,14 @@ async fn shutdown_closes_connections_and_awaits_their_tasks() {
     for client in &mut clients {
         assert!(select_int(client, "SELECT 7").await.is_err());
     }
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "listener closed"
-    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
 }
 
 /// Polls `cond` until it holds, failing after [`DEADLINE`].
 async fn wait_until(cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met in time"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

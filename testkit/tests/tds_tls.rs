@@ -22,11 +22,7 @@ async fn query_over(level: EncryptionLevel, force: bool) {
     let big = "é".repeat(20_000);
     backend.script(
         "SELECT secret",
-        vec![rows(
-            "v",
-            SqlType::NVarChar(None),
-            vec![Value::String(big.clone())],
-        )],
+        vec![rows("v", SqlType::NVarChar(None), vec![Value::String(big.clone())])],
     );
     let server = start_with(&backend, tls_config(force)).await;
     let mut config = config(&server, USER, PASSWORD, Some(DATABASE));
@@ -44,11 +40,7 @@ async fn query_over(level: EncryptionLevel, force: bool) {
         .unwrap();
 
     assert_eq!(row.get::<&str, _>(0), Some(big.as_str()), "{level:?}");
-    assert_eq!(
-        backend.logins()[0].1,
-        PASSWORD,
-        "password decoded through TLS"
-    );
+    assert_eq!(backend.logins()[0].1, PASSWORD, "password decoded through TLS");
     drop(client);
     server.shutdown().await;
 }
@@ -87,10 +79,7 @@ async fn an_untrusted_self_signed_certificate_is_rejected_by_the_client() {
 
     let result = connect_with(config).await;
 
-    assert!(
-        result.is_err(),
-        "certificate must not be trusted by default"
-    );
+    assert!(result.is_err(), "certificate must not be trusted by default");
     assert!(backend.logins().is_empty());
     server.shutdown().await;
 }

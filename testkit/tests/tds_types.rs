@@ -87,17 +87,10 @@ async fn decimal_column_keeps_precision_and_scale() {
         (28, -(10i128.pow(27) + 7)),
         (38, 10i128.pow(37) + 5),
     ] {
-        let ty = SqlType::Decimal {
-            precision,
-            scale: 4,
-        };
+        let ty = SqlType::Decimal { precision, scale: 4 };
         let rows = select(ty, Value::Decimal { value, scale: 4 }).await;
         let n: Numeric = rows[0].get(0).expect("value");
-        assert_eq!(
-            (n.value(), n.scale()),
-            (value, 4),
-            "decimal({precision}, 4)"
-        );
+        assert_eq!((n.value(), n.scale()), (value, 4), "decimal({precision}, 4)");
         assert_eq!(rows[1].get::<Numeric, _>(0), None);
     }
 }
@@ -108,14 +101,7 @@ async fn decimal_column_rescales_values_to_the_column_scale() {
         precision: 10,
         scale: 2,
     };
-    let rows = select(
-        ty,
-        Value::Decimal {
-            value: 12345,
-            scale: 3,
-        },
-    )
-    .await;
+    let rows = select(ty, Value::Decimal { value: 12345, scale: 3 }).await;
     let n: Numeric = rows[0].get(0).expect("value");
     assert_eq!((n.value(), n.scale()), (1235, 2));
 }
@@ -133,12 +119,7 @@ async fn real_column() {
 
 #[tokio::test]
 async fn float_column() {
-    round_trip(
-        SqlType::Float,
-        Value::Float(std::f64::consts::PI),
-        std::f64::consts::PI,
-    )
-    .await;
+    round_trip(SqlType::Float, Value::Float(std::f64::consts::PI), std::f64::consts::PI).await;
 }
 
 #[tokio::test]
@@ -174,9 +155,7 @@ async fn nvarchar_column_carries_any_unicode() {
 
 #[tokio::test]
 async fn nvarchar_max_column_larger_than_a_packet() {
-    let s: String = (0..30_000)
-        .map(|i| char::from(b'a' + (i % 26) as u8))
-        .collect();
+    let s: String = (0..30_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
     round_trip_str(SqlType::NVarChar(None), &s).await;
 }
 
@@ -220,10 +199,7 @@ async fn time_column_at_every_length_class() {
     for (scale, t) in [
         (0u8, NaiveTime::from_hms_opt(23, 59, 59).unwrap()),
         (3, NaiveTime::from_hms_milli_opt(12, 30, 15, 123).unwrap()),
-        (
-            7,
-            NaiveTime::from_hms_nano_opt(1, 2, 3, 456_789_100).unwrap(),
-        ),
+        (7, NaiveTime::from_hms_nano_opt(1, 2, 3, 456_789_100).unwrap()),
     ] {
         round_trip(SqlType::Time(scale), Value::Time(t), t).await;
     }
@@ -250,10 +226,7 @@ async fn datetime2_column() {
         ),
         (
             0,
-            NaiveDate::from_ymd_opt(1, 1, 1)
-                .unwrap()
-                .and_hms_opt(0, 0, 0)
-                .unwrap(),
+            NaiveDate::from_ymd_opt(1, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap(),
         ),
     ] {
         round_trip(SqlType::DateTime2(scale), Value::DateTime(dt), dt).await;
@@ -368,8 +341,7 @@ async fn query_parameters_of_every_type_arrive_decoded() {
         .with_ymd_and_hms(2024, 6, 1, 8, 0, 0)
         .unwrap();
     let guid = Uuid::parse_str("6f9619ff-8b86-d011-b42d-00c04fc964ff").unwrap();
-    let legacy_datetime =
-        ColumnData::DateTime(Some(tiberius::time::DateTime::new(45_000, 300 * 3600)));
+    let legacy_datetime = ColumnData::DateTime(Some(tiberius::time::DateTime::new(45_000, 300 * 3600)));
     let numeric = Numeric::new_with_scale(-123_456, 3);
     let none_int: Option<i32> = None;
     let none_str: Option<&str> = None;
@@ -459,11 +431,7 @@ async fn parameterised_query_returns_rows_through_sp_executesql() {
     let sql = "SELECT TOP (@P1) T.[Id] FROM [dbo].[Orders] AS T WHERE T.[Id] > @P2 ORDER BY T.[Id]";
     backend.script(
         sql,
-        vec![rows(
-            "Id",
-            SqlType::Int,
-            vec![Value::Int(11), Value::Int(12)],
-        )],
+        vec![rows("Id", SqlType::Int, vec![Value::Int(11), Value::Int(12)])],
     );
     let server = start(&backend).await;
     let mut client = connect(&server).await;
@@ -568,11 +536,7 @@ async fn a_value_the_column_cannot_carry_becomes_a_conversion_error_not_a_broken
     backend.script(
         "SELECT broken",
         vec![
-            rows(
-                "v",
-                SqlType::Int,
-                vec![Value::Int(1), Value::String("oops".into())],
-            ),
+            rows("v", SqlType::Int, vec![Value::Int(1), Value::String("oops".into())]),
             rows("w", SqlType::Int, vec![Value::Int(2)]),
         ],
     );
@@ -590,17 +554,8 @@ async fn a_value_the_column_cannot_carry_becomes_a_conversion_error_not_a_broken
         "{err:?}"
     );
     // The stream stayed well-formed: the connection is still usable.
-    backend.script(
-        "SELECT 1",
-        vec![rows("v", SqlType::Int, vec![Value::Int(1)])],
-    );
-    let row = client
-        .simple_query("SELECT 1")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap();
+    backend.script("SELECT 1", vec![rows("v", SqlType::Int, vec![Value::Int(1)])]);
+    let row = client.simple_query("SELECT 1").await.unwrap().into_row().await.unwrap();
     assert_eq!(row.unwrap().get::<i32, _>(0), Some(1));
     drop(client);
     server.shutdown().await;

@@ -135,20 +135,18 @@ impl State {
             _ => -1,
         };
         let next_ledger = &mut self.next_ledger;
-        self.topics
-            .entry(name.as_str().to_string())
-            .or_insert_with(|| {
-                *next_ledger += 1;
-                Topic {
-                    ledger_id: *next_ledger,
-                    partition,
-                    entries: Vec::new(),
-                    subscriptions: BTreeMap::new(),
-                    producers: BTreeMap::new(),
-                    exclusive_producer: None,
-                    stats: TopicStats::default(),
-                }
-            })
+        self.topics.entry(name.as_str().to_string()).or_insert_with(|| {
+            *next_ledger += 1;
+            Topic {
+                ledger_id: *next_ledger,
+                partition,
+                entries: Vec::new(),
+                subscriptions: BTreeMap::new(),
+                producers: BTreeMap::new(),
+                exclusive_producer: None,
+                stats: TopicStats::default(),
+            }
+        })
     }
 
     fn refuse_partitioned(&self, name: &TopicName) -> Result<(), Refusal> {
@@ -216,9 +214,7 @@ impl Broker {
     /// Records partition metadata and creates the partitions, as the admin API would.
     pub fn create_partitioned_topic(&self, name: &TopicName, partitions: u32) {
         let mut state = self.lock();
-        state
-            .partitioned
-            .insert(name.as_str().to_string(), partitions);
+        state.partitioned.insert(name.as_str().to_string(), partitions);
         for index in 0..partitions {
             state.topic(&name.partition_name(index));
         }
@@ -226,11 +222,7 @@ impl Broker {
 
     /// PARTITIONED_METADATA's answer: 0 for a non-partitioned (or unknown) topic.
     pub fn partitions(&self, name: &TopicName) -> u32 {
-        self.lock()
-            .partitioned
-            .get(name.as_str())
-            .copied()
-            .unwrap_or(0)
+        self.lock().partitioned.get(name.as_str()).copied().unwrap_or(0)
     }
 
     /// PRODUCER: names the producer (generating a name when the client has none),
@@ -281,9 +273,7 @@ impl Broker {
             if let Some(other) = t.producers.keys().find(|n| **n != name) {
                 return Err(Refusal::new(
                     ServerError::ProducerFenced,
-                    format!(
-                        "Topic {topic} has an existing producer {other:?}: no exclusive access"
-                    ),
+                    format!("Topic {topic} has an existing producer {other:?}: no exclusive access"),
                 ));
             }
             t.exclusive_producer = Some(name.clone());
@@ -317,15 +307,9 @@ impl Broker {
         let mut state = self.lock();
         if state.faults.failing_sends > 0 {
             state.faults.failing_sends -= 1;
-            let error = state
-                .faults
-                .send_error
-                .unwrap_or(ServerError::PersistenceError);
+            let error = state.faults.send_error.unwrap_or(ServerError::PersistenceError);
             state.topic(topic).stats.send_errors += 1;
-            return Err(Refusal::new(
-                error,
-                "could not store the message (injected fault)",
-            ));
+            return Err(Refusal::new(error, "could not store the message (injected fault)"));
         }
         let t = state.topic(topic);
         let registered = t
@@ -437,17 +421,8 @@ impl Broker {
     }
 
     /// FLOW: more permits for a consumer, then dispatch.
-    pub fn flow(
-        &self,
-        topic: &TopicName,
-        sub: &str,
-        connection: u64,
-        consumer_id: u64,
-        permits: u32,
-    ) {
-        self.with_subscription(topic, sub, |s, _, _| {
-            s.flow(connection, consumer_id, permits)
-        });
+    pub fn flow(&self, topic: &TopicName, sub: &str, connection: u64, consumer_id: u64, permits: u32) {
+        self.with_subscription(topic, sub, |s, _, _| s.flow(connection, consumer_id, permits));
     }
 
     /// ACK, individual or cumulative.
@@ -459,17 +434,8 @@ impl Broker {
     }
 
     /// REDELIVER_UNACKNOWLEDGED_MESSAGES, then dispatch.
-    pub fn redeliver(
-        &self,
-        topic: &TopicName,
-        sub: &str,
-        connection: u64,
-        consumer_id: u64,
-        ids: &[MessageIdData],
-    ) {
-        self.with_subscription(topic, sub, |s, _, _| {
-            s.redeliver(connection, consumer_id, ids)
-        });
+    pub fn redeliver(&self, topic: &TopicName, sub: &str, connection: u64, consumer_id: u64, ids: &[MessageIdData]) {
+        self.with_subscription(topic, sub, |s, _, _| s.redeliver(connection, consumer_id, ids));
     }
 
     /// CLOSE_CONSUMER: what it held goes to the others; a non-durable (reader)
@@ -489,13 +455,7 @@ impl Broker {
     }
 
     /// UNSUBSCRIBE: deletes the subscription, refused while others are connected.
-    pub fn unsubscribe(
-        &self,
-        topic: &TopicName,
-        sub: &str,
-        connection: u64,
-        consumer_id: u64,
-    ) -> Result<(), Refusal> {
+    pub fn unsubscribe(&self, topic: &TopicName, sub: &str, connection: u64, consumer_id: u64) -> Result<(), Refusal> {
         let mut state = self.lock();
         let Some(t) = state.topics.get_mut(topic.as_str()) else {
             return Ok(());
@@ -524,8 +484,7 @@ impl Broker {
             for s in t.subscriptions.values_mut() {
                 s.remove_connection(connection);
             }
-            t.subscriptions
-                .retain(|_, s| s.durable() || s.has_consumers());
+            t.subscriptions.retain(|_, s| s.durable() || s.has_consumers());
             t.dispatch();
         }
     }
@@ -544,12 +503,7 @@ impl Broker {
     }
 
     /// GET_TOPICS_OF_NAMESPACE's answer (used by regex consumers).
-    pub fn topics_in_namespace(
-        &self,
-        namespace: &str,
-        persistent: bool,
-        non_persistent: bool,
-    ) -> Vec<String> {
+    pub fn topics_in_namespace(&self, namespace: &str, persistent: bool, non_persistent: bool) -> Vec<String> {
         self.lock()
             .topics
             .keys()
@@ -567,9 +521,7 @@ impl Broker {
     /// The stored topics named by `name`: the partitions of a partitioned topic, else itself.
     fn resolve(state: &State, name: &TopicName) -> Vec<String> {
         match state.partitioned.get(name.as_str()) {
-            Some(n) => (0..*n)
-                .map(|i| name.partition_name(i).as_str().to_string())
-                .collect(),
+            Some(n) => (0..*n).map(|i| name.partition_name(i).as_str().to_string()).collect(),
             None => vec![name.as_str().to_string()],
         }
     }
@@ -603,10 +555,7 @@ impl Broker {
     pub fn stats(&self, name: &TopicName) -> TopicStats {
         let state = self.lock();
         let mut sum = TopicStats::default();
-        for t in Self::resolve(&state, name)
-            .iter()
-            .filter_map(|t| state.topics.get(t))
-        {
+        for t in Self::resolve(&state, name).iter().filter_map(|t| state.topics.get(t)) {
             let s = t.stats;
             sum.messages_received += s.messages_received;
             sum.entries_received += s.entries_received;
@@ -625,10 +574,7 @@ impl Broker {
     pub fn backlog(&self, name: &TopicName, subscription: &str) -> Option<u64> {
         let state = self.lock();
         let mut found = None;
-        for t in Self::resolve(&state, name)
-            .iter()
-            .filter_map(|t| state.topics.get(t))
-        {
+        for t in Self::resolve(&state, name).iter().filter_map(|t| state.topics.get(t)) {
             if let Some(s) = t.subscriptions.get(subscription) {
                 *found.get_or_insert(0) += s.backlog(t.entries.len() as u64);
             }

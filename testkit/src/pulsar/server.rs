@@ -141,10 +141,7 @@ impl PulsarStandin {
     /// would; otherwise topics are created non-partitioned on first use.
     pub fn create_partitioned_topic(&self, topic: &str, partitions: u32) {
         match TopicName::parse(topic) {
-            Ok(name) => self
-                .shared
-                .broker
-                .create_partitioned_topic(&name, partitions),
+            Ok(name) => self.shared.broker.create_partitioned_topic(&name, partitions),
             Err(e) => warn!(error = %e, "partitioned topic not created"),
         }
     }
@@ -264,9 +261,7 @@ impl PulsarStandin {
     /// Answers PRODUCER with ServiceNotReady for `d`; clients retry after their
     /// operation retry delay.
     pub fn refuse_producers_for(&self, d: Duration) {
-        self.shared
-            .broker
-            .refuse_producers_until(Instant::now() + d);
+        self.shared.broker.refuse_producers_until(Instant::now() + d);
     }
 
     /// Answers the next `n` SENDs with SEND_ERROR(PersistenceError), without storing

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use pulsar::proto::{
-    base_command::Type, command_subscribe::SubType, BaseCommand, CommandActiveConsumerChange,
-    CommandCloseConsumer, CommandMessage, MessageIdData,
+    base_command::Type, command_subscribe::SubType, BaseCommand, CommandActiveConsumerChange, CommandCloseConsumer,
+    CommandMessage, MessageIdData,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -125,11 +125,7 @@ impl Subscription {
     }
 
     /// Attaches a consumer; the first one of an empty subscription sets its type.
-    pub fn add_consumer(
-        &mut self,
-        consumer: ConsumerHandle,
-        sub_type: SubType,
-    ) -> Result<(), JoinError> {
+    pub fn add_consumer(&mut self, consumer: ConsumerHandle, sub_type: SubType) -> Result<(), JoinError> {
         if self.consumers.iter().any(|c| c.key() == consumer.key()) {
             return Ok(()); // a retried SUBSCRIBE for a consumer already attached
         }
@@ -152,8 +148,7 @@ impl Subscription {
     /// Removes a consumer and puts what it held back for redelivery.
     pub fn remove_consumer(&mut self, connection: u64, consumer_id: u64) -> bool {
         let before = self.consumers.len();
-        self.consumers
-            .retain(|c| c.key() != (connection, consumer_id));
+        self.consumers.retain(|c| c.key() != (connection, consumer_id));
         if self.consumers.len() == before {
             return false;
         }
@@ -200,11 +195,7 @@ impl Subscription {
 
     /// Adds permits granted by FLOW.
     pub fn flow(&mut self, connection: u64, consumer_id: u64, permits: u32) {
-        if let Some(c) = self
-            .consumers
-            .iter_mut()
-            .find(|c| c.key() == (connection, consumer_id))
-        {
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.key() == (connection, consumer_id)) {
             c.permits += i64::from(permits);
         }
     }
@@ -312,8 +303,7 @@ impl Subscription {
         }
         let mut order: Vec<&ConsumerHandle> = self.consumers.iter().collect();
         order.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
-        let active =
-            (!order.is_empty()).then(|| order[self.partition.max(0) as usize % order.len()].key());
+        let active = (!order.is_empty()).then(|| order[self.partition.max(0) as usize % order.len()].key());
         if active == self.active {
             return;
         }
@@ -539,8 +529,7 @@ mod tests {
     #[test]
     fn exclusive_and_type_mismatch_are_refused() {
         let mut sub = Subscription::new("s", SubType::Exclusive, true, -1, 0);
-        sub.add_consumer(consumer(1, 0).0, SubType::Exclusive)
-            .unwrap();
+        sub.add_consumer(consumer(1, 0).0, SubType::Exclusive).unwrap();
         assert!(matches!(
             sub.add_consumer(consumer(2, 0).0, SubType::Exclusive),
             Err(JoinError::ExclusiveTaken(_))

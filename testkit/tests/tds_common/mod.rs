@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use testkit::mssql::types::{
-    Backend, BackendSession, Column, Outcome, Param, SqlError, SqlType, Value,
-};
+use testkit::mssql::types::{Backend, BackendSession, Column, Outcome, Param, SqlError, SqlType, Value};
 use testkit::mssql::wire::{MssqlServer, MssqlServerConfig};
 use tiberius::{AuthMethod, Client, Config, EncryptionLevel};
 use tokio::net::TcpStream;
@@ -46,11 +44,7 @@ impl FakeBackend {
 
     /// Answers `sql` with `outcomes` from now on.
     pub fn script(&self, sql: &str, outcomes: Vec<Outcome>) {
-        self.inner
-            .script
-            .lock()
-            .unwrap()
-            .insert(sql.to_string(), outcomes);
+        self.inner.script.lock().unwrap().insert(sql.to_string(), outcomes);
     }
 
     /// Every (sql, params) executed so far, in order.
@@ -60,9 +54,7 @@ impl FakeBackend {
 
     /// How many sessions have been dropped (their connection task ended).
     pub fn sessions_dropped(&self) -> usize {
-        self.inner
-            .sessions_dropped
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.inner.sessions_dropped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every (user, password, database) login attempt.
@@ -88,32 +80,21 @@ impl Drop for FakeSession {
 impl Backend for FakeBackend {
     type Session = FakeSession;
 
-    fn login(
-        &self,
-        user: &str,
-        password: &str,
-        database: Option<&str>,
-    ) -> Result<FakeSession, SqlError> {
-        self.inner.logins.lock().unwrap().push((
-            user.to_string(),
-            password.to_string(),
-            database.map(str::to_string),
-        ));
+    fn login(&self, user: &str, password: &str, database: Option<&str>) -> Result<FakeSession, SqlError> {
+        self.inner
+            .logins
+            .lock()
+            .unwrap()
+            .push((user.to_string(), password.to_string(), database.map(str::to_string)));
         if user != USER || password != PASSWORD {
-            return Err(SqlError::new(
-                18456,
-                14,
-                format!("Login failed for user '{user}'."),
-            ));
+            return Err(SqlError::new(18456, 14, format!("Login failed for user '{user}'.")));
         }
         let database = database.unwrap_or("master");
         if database != DATABASE && database != "master" {
             return Err(SqlError::new(
                 4060,
                 11,
-                format!(
-                    "Cannot open database \"{database}\" requested by the login. The login failed."
-                ),
+                format!("Cannot open database \"{database}\" requested by the login. The login failed."),
             ));
         }
         Ok(FakeSession {
@@ -148,10 +129,7 @@ impl BackendSession for FakeSession {
         }
         match self.inner.script.lock().unwrap().get(sql) {
             Some(outcomes) => outcomes.clone(),
-            None if upper.contains("TRAN")
-                || upper.starts_with("COMMIT")
-                || upper.starts_with("ROLLBACK") =>
-            {
+            None if upper.contains("TRAN") || upper.starts_with("COMMIT") || upper.starts_with("ROLLBACK") => {
                 vec![Outcome::Done { row_count: None }]
             }
             None => vec![Outcome::Error(SqlError::new(
@@ -197,9 +175,7 @@ pub fn config(server: &MssqlServer, user: &str, password: &str, db: Option<&str>
 }
 
 pub async fn connect_with(config: Config) -> tiberius::Result<TdsClient> {
-    let tcp = TcpStream::connect(config.get_addr())
-        .await
-        .expect("tcp connect");
+    let tcp = TcpStream::connect(config.get_addr()).await.expect("tcp connect");
     tcp.set_nodelay(true).expect("nodelay");
     tokio::time::timeout(DEADLINE, Client::connect(config, tcp.compat_write()))
         .await
@@ -263,10 +239,7 @@ fn ucs2(s: &str) -> Vec<u8> {
 
 /// A hand-built LOGIN7 (MS-TDS 2.2.6.4) with SQL authentication.
 pub fn login7(user: &str, password: &str, database: &str, packet_size: u32) -> Vec<u8> {
-    let obfuscated: Vec<u8> = ucs2(password)
-        .into_iter()
-        .map(|b| b.rotate_left(4) ^ 0xA5)
-        .collect();
+    let obfuscated: Vec<u8> = ucs2(password).into_iter().map(|b| b.rotate_left(4) ^ 0xA5).collect();
     let fields: [(Vec<u8>, usize); 9] = [
         (ucs2("host"), 4),
         (ucs2(user), user.encode_utf16().count()),
@@ -309,20 +282,12 @@ pub fn login7(user: &str, password: &str, database: &str, packet_size: u32) -> V
 
 /// PRELOGIN with ENCRYPT_NOT_SUP, then LOGIN7; returns the login response payload
 /// and the still-open socket.
-pub async fn raw_login(
-    server: &MssqlServer,
-    user: &str,
-    password: &str,
-    database: &str,
-) -> (Vec<u8>, TcpStream) {
+pub async fn raw_login(server: &MssqlServer, user: &str, password: &str, database: &str) -> (Vec<u8>, TcpStream) {
     raw_login_full(server, user, password, database, 4096).await
 }
 
 /// [`raw_login`] as the test user, asking for `packet_size`.
-pub async fn raw_login_with_packet_size(
-    server: &MssqlServer,
-    packet_size: u32,
-) -> (Vec<u8>, TcpStream) {
+pub async fn raw_login_with_packet_size(server: &MssqlServer, packet_size: u32) -> (Vec<u8>, TcpStream) {
     raw_login_full(server, USER, PASSWORD, DATABASE, packet_size).await
 }
 
@@ -340,12 +305,7 @@ async fn raw_login_full(
     ];
     send_packet(&mut tcp, 0x12, &prelogin).await;
     let _answer = read_response(&mut tcp).await;
-    send_packet(
-        &mut tcp,
-        0x10,
-        &login7(user, password, database, packet_size),
-    )
-    .await;
+    send_packet(&mut tcp, 0x10, &login7(user, password, database, packet_size)).await;
     let response = read_response(&mut tcp).await;
     (response, tcp)
 }

@@ -31,11 +31,7 @@ fn full_name(db: &Database, table: &Table) -> String {
     )
 }
 
-fn writable<'e>(
-    env: &'e Env<'_>,
-    name: &ObjectName,
-    permission: &str,
-) -> Result<(&'e Database, &'e Table), SqlError> {
+fn writable<'e>(env: &'e Env<'_>, name: &ObjectName, permission: &str) -> Result<(&'e Database, &'e Table), SqlError> {
     if name.schema().is_some_and(|s| s.eq_ignore_ascii_case("sys")) {
         return Err(SqlError::new(
             259,
@@ -52,12 +48,7 @@ fn writable<'e>(
 }
 
 /// Converts and checks a full row for `table`.
-pub fn check_row(
-    db: &Database,
-    table: &Table,
-    values: Vec<Value>,
-    statement: &str,
-) -> Result<Vec<Value>, SqlError> {
+pub fn check_row(db: &Database, table: &Table, values: Vec<Value>, statement: &str) -> Result<Vec<Value>, SqlError> {
     let full = full_name(db, table);
     let mut out = Vec::with_capacity(values.len());
     for (v, c) in values.into_iter().zip(table.columns.iter()) {
@@ -89,9 +80,7 @@ pub fn plan_insert(
         Some(cols) => {
             let mut v = Vec::new();
             for c in cols {
-                let i = table
-                    .column_index(c)
-                    .ok_or_else(|| error::invalid_column(c))?;
+                let i = table.column_index(c).ok_or_else(|| error::invalid_column(c))?;
                 if v.contains(&i) {
                     return Err(SqlError::new(
                         264,
@@ -122,16 +111,10 @@ pub fn plan_insert(
         }
         let values = check_row(db, table, values, "INSERT")?;
         let key = table.key_of(&values);
-        if !table.primary_key.is_empty()
-            && (table.rows.contains_key(&key) || !seen.insert(key.clone()))
-        {
+        if !table.primary_key.is_empty() && (table.rows.contains_key(&key) || !seen.insert(key.clone())) {
             return Err(error::duplicate_key(
                 table.pk_name.as_deref().unwrap_or("PK"),
-                &format!(
-                    "{}.{}",
-                    db.schema_name(table.schema_id).unwrap_or("dbo"),
-                    table.name
-                ),
+                &format!("{}.{}", db.schema_name(table.schema_id).unwrap_or("dbo"), table.name),
                 &key.display(),
             ));
         }
@@ -158,9 +141,7 @@ pub fn plan_update(
     let scope = table_scope(name.object(), table);
     let mut targets = Vec::new();
     for (c, e) in sets {
-        let i = table
-            .column_index(c)
-            .ok_or_else(|| error::invalid_column(c))?;
+        let i = table.column_index(c).ok_or_else(|| error::invalid_column(c))?;
         targets.push((i, bind(e, &scope, env)?.bound));
     }
     let changed: Arc<[usize]> = targets.iter().map(|(i, _)| *i).collect::<Vec<_>>().into();
@@ -196,11 +177,7 @@ pub fn plan_update(
 }
 
 /// Plans `DELETE [FROM] t [WHERE …]`.
-pub fn plan_delete(
-    env: &Env<'_>,
-    name: &ObjectName,
-    filter: Option<&Expr>,
-) -> Result<Planned, SqlError> {
+pub fn plan_delete(env: &Env<'_>, name: &ObjectName, filter: Option<&Expr>) -> Result<Planned, SqlError> {
     let (db, table) = writable(env, name, "DELETE")?;
     let scope = table_scope(name.object(), table);
     let filter = match filter {
@@ -211,10 +188,7 @@ pub fn plan_delete(
     Ok(Planned {
         database: db.name.clone(),
         table_id: table.object_id,
-        changes: rows
-            .into_iter()
-            .map(|(key, _)| RowChange::Delete { key })
-            .collect(),
+        changes: rows.into_iter().map(|(key, _)| RowChange::Delete { key }).collect(),
     })
 }
 

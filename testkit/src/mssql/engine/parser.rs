@@ -168,10 +168,7 @@ impl Parser {
             },
         };
         let e = match &tok {
-            Tok::Word {
-                text,
-                quoted: false,
-            } if is_reserved(text) => error::syntax_near_keyword(&text.to_uppercase()),
+            Tok::Word { text, quoted: false } if is_reserved(text) => error::syntax_near_keyword(&text.to_uppercase()),
             other => error::unexpected_end(&other.describe()),
         };
         with_line(e, line)
@@ -263,10 +260,7 @@ impl Parser {
             return Err(self.unexpected());
         };
         let word = match &tok {
-            Tok::Word {
-                text,
-                quoted: false,
-            } => text.to_uppercase(),
+            Tok::Word { text, quoted: false } => text.to_uppercase(),
             Tok::Sym("(") => return Ok(StatementKind::Query(self.query()?)),
             Tok::Word { text, quoted: true } if first_in_batch => {
                 return Err(with_line(error::unknown_procedure(text), self.line()))
@@ -356,11 +350,7 @@ impl Parser {
                     };
                     self.eat_kw("AS");
                     let (ty, _) = self.data_type()?;
-                    let init = if self.eat_sym("=") {
-                        Some(self.expr()?)
-                    } else {
-                        None
-                    };
+                    let init = if self.eat_sym("=") { Some(self.expr()?) } else { None };
                     vars.push((name, ty, init));
                     if !self.eat_sym(",") {
                         break;
@@ -379,9 +369,7 @@ impl Parser {
                 let statement = Box::new(self.statement(false)?);
                 if !matches!(
                     statement.kind,
-                    StatementKind::Insert { .. }
-                        | StatementKind::Update { .. }
-                        | StatementKind::Delete { .. }
+                    StatementKind::Insert { .. } | StatementKind::Update { .. } | StatementKind::Delete { .. }
                 ) {
                     return Err(with_line(error::syntax_near(")"), statement.line));
                 }
@@ -400,8 +388,8 @@ impl Parser {
             if *quoted || !is_reserved(text) {
                 // A transaction name, unless it starts the next statement.
                 let next_statement = [
-                    "SELECT", "INSERT", "UPDATE", "DELETE", "SET", "COMMIT", "ROLLBACK", "IF",
-                    "CREATE", "ALTER", "DROP", "USE", "GRANT", "TRUNCATE", "DECLARE", "WITH",
+                    "SELECT", "INSERT", "UPDATE", "DELETE", "SET", "COMMIT", "ROLLBACK", "IF", "CREATE", "ALTER",
+                    "DROP", "USE", "GRANT", "TRUNCATE", "DECLARE", "WITH",
                 ];
                 if *quoted || !next_statement.iter().any(|k| k.eq_ignore_ascii_case(text)) {
                     self.pos += 1;
@@ -454,11 +442,7 @@ impl Parser {
             "IMPLICIT_TRANSACTIONS",
             "CURSOR_CLOSE_ON_COMMIT",
         ];
-        if let Some(Tok::Word {
-            text,
-            quoted: false,
-        }) = self.peek()
-        {
+        if let Some(Tok::Word { text, quoted: false }) = self.peek() {
             if ON_OFF.iter().any(|o| o.eq_ignore_ascii_case(text)) {
                 if text.eq_ignore_ascii_case("IMPLICIT_TRANSACTIONS") && self.is_kw_at(1, "ON") {
                     self.pos += 1;
@@ -513,11 +497,7 @@ impl Parser {
                 break;
             }
         }
-        Ok(StatementKind::Insert {
-            table,
-            columns,
-            rows,
-        })
+        Ok(StatementKind::Insert { table, columns, rows })
     }
 
     fn update(&mut self) -> PResult<StatementKind> {
@@ -537,27 +517,15 @@ impl Parser {
                 break;
             }
         }
-        let filter = if self.eat_kw("WHERE") {
-            Some(self.expr()?)
-        } else {
-            None
-        };
-        Ok(StatementKind::Update {
-            table,
-            sets,
-            filter,
-        })
+        let filter = if self.eat_kw("WHERE") { Some(self.expr()?) } else { None };
+        Ok(StatementKind::Update { table, sets, filter })
     }
 
     fn delete(&mut self) -> PResult<StatementKind> {
         self.pos += 1;
         self.eat_kw("FROM");
         let table = self.object_name()?;
-        let filter = if self.eat_kw("WHERE") {
-            Some(self.expr()?)
-        } else {
-            None
-        };
+        let filter = if self.eat_kw("WHERE") { Some(self.expr()?) } else { None };
         Ok(StatementKind::Delete { table, filter })
     }
 
@@ -703,9 +671,7 @@ impl Parser {
             loop {
                 match self.advance() {
                     Some(Tok::Num(n)) => args.push(Some(n.parse().map_err(|_| self.unexpected())?)),
-                    Some(Tok::Word { text, .. }) if text.eq_ignore_ascii_case("max") => {
-                        args.push(None)
-                    }
+                    Some(Tok::Word { text, .. }) if text.eq_ignore_ascii_case("max") => args.push(None),
                     _ => {
                         self.pos -= 1;
                         return Err(self.unexpected());
@@ -755,11 +721,7 @@ impl Parser {
             };
             self.expect_kw("SET")?;
             let option = if self.eat_kw("CHANGE_TRACKING") {
-                let on = if self.eat_sym("=") {
-                    Some(self.on_off()?)
-                } else {
-                    None
-                };
+                let on = if self.eat_sym("=") { Some(self.on_off()?) } else { None };
                 let mut retention = None;
                 let mut auto_cleanup = None;
                 if self.eat_sym("(") {
@@ -767,9 +729,7 @@ impl Parser {
                         if self.eat_kw("CHANGE_RETENTION") {
                             self.expect_sym("=")?;
                             let n = match self.advance() {
-                                Some(Tok::Num(n)) => {
-                                    n.parse::<i64>().map_err(|_| self.unexpected())?
-                                }
+                                Some(Tok::Num(n)) => n.parse::<i64>().map_err(|_| self.unexpected())?,
                                 _ => {
                                     self.pos -= 1;
                                     return Err(self.unexpected());
@@ -860,11 +820,7 @@ impl Parser {
         let mut permissions = Vec::new();
         loop {
             let mut words = Vec::new();
-            while let Some(Tok::Word {
-                text,
-                quoted: false,
-            }) = self.peek()
-            {
+            while let Some(Tok::Word { text, quoted: false }) = self.peek() {
                 if text.eq_ignore_ascii_case("ON") || text.eq_ignore_ascii_case("TO") {
                     break;
                 }
@@ -901,11 +857,7 @@ impl Parser {
         while self.eat_sym(",") {
             to.push(self.ident()?);
         }
-        Ok(StatementKind::Grant {
-            permissions,
-            on,
-            to,
-        })
+        Ok(StatementKind::Grant { permissions, on, to })
     }
 
     // ---- queries ----
@@ -965,9 +917,7 @@ impl Parser {
                 Some(e)
             } else {
                 match self.advance() {
-                    Some(Tok::Num(n)) => Some(Expr::Literal(Value::Int(
-                        n.parse().map_err(|_| self.unexpected())?,
-                    ))),
+                    Some(Tok::Num(n)) => Some(Expr::Literal(Value::Int(n.parse().map_err(|_| self.unexpected())?))),
                     _ => {
                         self.pos -= 1;
                         return Err(self.unexpected());
@@ -984,16 +934,8 @@ impl Parser {
                 break;
             }
         }
-        let from = if self.eat_kw("FROM") {
-            Some(self.from()?)
-        } else {
-            None
-        };
-        let filter = if self.eat_kw("WHERE") {
-            Some(self.expr()?)
-        } else {
-            None
-        };
+        let from = if self.eat_kw("FROM") { Some(self.from()?) } else { None };
+        let filter = if self.eat_kw("WHERE") { Some(self.expr()?) } else { None };
         if self.is_kw("GROUP") || self.is_kw("HAVING") {
             return Err(error::not_supported("GROUP BY"));
         }
@@ -1017,9 +959,7 @@ impl Parser {
             return Ok(SelectItem::Star(Some(q)));
         }
         // `alias = expr`
-        if let (Some(Tok::Word { text, quoted }), Some(Tok::Sym("="))) =
-            (self.peek(), self.peek_at(1))
-        {
+        if let (Some(Tok::Word { text, quoted }), Some(Tok::Sym("="))) = (self.peek(), self.peek_at(1)) {
             if *quoted || !is_reserved(text) {
                 let alias = text.clone();
                 self.pos += 2;
@@ -1120,9 +1060,9 @@ impl Parser {
                 Some(Tok::Sym("-")) => {
                     self.pos += 1;
                     match self.advance() {
-                        Some(Tok::Num(n)) => Expr::Literal(Value::Int(
-                            -n.parse::<i64>().map_err(|_| self.unexpected())?,
-                        )),
+                        Some(Tok::Num(n)) => {
+                            Expr::Literal(Value::Int(-n.parse::<i64>().map_err(|_| self.unexpected())?))
+                        }
                         _ => {
                             self.pos -= 1;
                             return Err(self.unexpected());
@@ -1149,11 +1089,7 @@ impl Parser {
                     self.line(),
                 )
             })?;
-            return Ok(TableRef::ChangeTable {
-                table,
-                since,
-                alias,
-            });
+            return Ok(TableRef::ChangeTable { table, since, alias });
         }
         if self.is_sym("(") {
             return Err(error::not_supported("derived table"));
@@ -1400,10 +1336,7 @@ impl Parser {
                             self.expect_kw("AS")?;
                             let (ty, _) = self.data_type()?;
                             self.expect_sym(")")?;
-                            return Ok(Expr::Cast {
-                                expr: Box::new(e),
-                                ty,
-                            });
+                            return Ok(Expr::Cast { expr: Box::new(e), ty });
                         }
                         "CONVERT" if self.is_sym_at(1, "(") => {
                             self.pos += 2;
@@ -1411,10 +1344,7 @@ impl Parser {
                             self.expect_sym(",")?;
                             let e = self.expr()?;
                             self.expect_sym(")")?;
-                            return Ok(Expr::Cast {
-                                expr: Box::new(e),
-                                ty,
-                            });
+                            return Ok(Expr::Cast { expr: Box::new(e), ty });
                         }
                         _ => {}
                     }
@@ -1496,10 +1426,7 @@ impl Parser {
 /// A numeric literal: int when it fits, else bigint-sized decimal, else decimal.
 fn number_literal(n: &str) -> Option<Expr> {
     if n.contains('e') {
-        return n
-            .parse::<f64>()
-            .ok()
-            .map(|f| Expr::Literal(Value::Float(f)));
+        return n.parse::<f64>().ok().map(|f| Expr::Literal(Value::Float(f)));
     }
     if !n.contains('.') {
         if let Ok(i) = n.parse::<i32>() {

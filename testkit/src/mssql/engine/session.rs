@@ -52,13 +52,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub(super) fn new(
-        engine: Engine,
-        login: String,
-        sysadmin: bool,
-        database: String,
-        spid: i64,
-    ) -> Self {
+    pub(super) fn new(engine: Engine, login: String, sysadmin: bool, database: String, spid: i64) -> Self {
         Self {
             engine,
             login,
@@ -132,10 +126,7 @@ impl Session {
     }
 
     /// Runs DDL against the committed state (DDL is not transactional here).
-    fn ddl(
-        &mut self,
-        f: impl FnOnce(&mut State, &Who<'_>) -> Result<(), SqlError>,
-    ) -> Result<Vec<Outcome>, SqlError> {
+    fn ddl(&mut self, f: impl FnOnce(&mut State, &Who<'_>) -> Result<(), SqlError>) -> Result<Vec<Outcome>, SqlError> {
         let who = self.who();
         self.engine.mutate(|state| f(state, &who))?;
         if let Some(t) = self.txn.as_mut() {
@@ -146,26 +137,14 @@ impl Session {
         Ok(vec![Outcome::Done { row_count: None }])
     }
 
-    fn dml(
-        &mut self,
-        kind: &StatementKind,
-        context: Option<std::sync::Arc<[u8]>>,
-    ) -> Result<Vec<Outcome>, SqlError> {
+    fn dml(&mut self, kind: &StatementKind, context: Option<std::sync::Arc<[u8]>>) -> Result<Vec<Outcome>, SqlError> {
         let plan = |env: &Env<'_>| -> Result<Planned, SqlError> {
             match kind {
-                StatementKind::Insert {
-                    table,
-                    columns,
-                    rows,
-                } => dml::plan_insert(env, table, columns.as_deref(), rows),
-                StatementKind::Update {
-                    table,
-                    sets,
-                    filter,
-                } => dml::plan_update(env, table, sets, filter.as_ref()),
-                StatementKind::Delete { table, filter } => {
-                    dml::plan_delete(env, table, filter.as_ref())
+                StatementKind::Insert { table, columns, rows } => {
+                    dml::plan_insert(env, table, columns.as_deref(), rows)
                 }
+                StatementKind::Update { table, sets, filter } => dml::plan_update(env, table, sets, filter.as_ref()),
+                StatementKind::Delete { table, filter } => dml::plan_delete(env, table, filter.as_ref()),
                 _ => Err(error::syntax_near("")),
             }
         };
@@ -187,9 +166,7 @@ impl Session {
                 t.private = Some(state);
                 t.writes.push(Pending { planned, context });
             }
-            return Ok(vec![Outcome::Done {
-                row_count: Some(count),
-            }]);
+            return Ok(vec![Outcome::Done { row_count: Some(count) }]);
         }
         let now_ms = self.engine.now_ms();
         let count = {
@@ -218,9 +195,7 @@ impl Session {
                 Ok(count)
             })?
         };
-        Ok(vec![Outcome::Done {
-            row_count: Some(count),
-        }])
+        Ok(vec![Outcome::Done { row_count: Some(count) }])
     }
 
     fn commit(&mut self) -> Result<(), SqlError> {
@@ -273,20 +248,16 @@ impl Session {
                     rows: rs.rows,
                 }])
             }
-            k @ (StatementKind::Insert { .. }
-            | StatementKind::Update { .. }
-            | StatementKind::Delete { .. }) => self.dml(k, None),
+            k @ (StatementKind::Insert { .. } | StatementKind::Update { .. } | StatementKind::Delete { .. }) => {
+                self.dml(k, None)
+            }
             StatementKind::WithContext { context, statement } => {
                 let v = self.eval_scalar(context)?;
                 let ctx = match v {
                     Value::Null => None,
                     Value::Binary(b) => {
                         if b.len() > 128 {
-                            return Err(SqlError::new(
-                                8152,
-                                16,
-                                "String or binary data would be truncated.",
-                            ));
+                            return Err(SqlError::new(8152, 16, "String or binary data would be truncated."));
                         }
                         Some(std::sync::Arc::from(b))
                     }
@@ -318,33 +289,23 @@ impl Session {
                 columns,
                 primary_key,
             } => self.ddl(|s, w| ddl::create_table(s, w, name, columns, primary_key.as_ref())),
-            StatementKind::DropTable { name, if_exists } => {
-                self.ddl(|s, w| ddl::drop_table(s, w, name, *if_exists))
-            }
+            StatementKind::DropTable { name, if_exists } => self.ddl(|s, w| ddl::drop_table(s, w, name, *if_exists)),
             StatementKind::AlterTableChangeTracking {
                 table,
                 enable,
                 track_columns_updated,
-            } => self.ddl(|s, w| {
-                ddl::alter_table_tracking(s, w, table, *enable, *track_columns_updated)
-            }),
+            } => self.ddl(|s, w| ddl::alter_table_tracking(s, w, table, *enable, *track_columns_updated)),
             StatementKind::AlterDatabase { database, option } => {
                 if self.txn.is_some() {
                     return Err(error::not_allowed_in_transaction("ALTER DATABASE"));
                 }
                 self.ddl(|s, w| ddl::alter_database(s, w, database.as_deref(), option))
             }
-            StatementKind::CreateLogin { name, password } => {
-                self.ddl(|s, w| ddl::create_login(s, w, name, password))
-            }
+            StatementKind::CreateLogin { name, password } => self.ddl(|s, w| ddl::create_login(s, w, name, password)),
             StatementKind::CreateUser { name, login } => {
                 self.ddl(|s, w| ddl::create_user(s, w, name, login.as_deref()))
             }
-            StatementKind::Grant {
-                permissions,
-                on,
-                to,
-            } => self.ddl(|s, w| ddl::grant(s, w, permissions, on, to)),
+            StatementKind::Grant { permissions, on, to } => self.ddl(|s, w| ddl::grant(s, w, permissions, on, to)),
             StatementKind::Use(db) => {
                 let state = self.engine.committed();
                 let Some(d) = state.database(db) else {
@@ -473,10 +434,7 @@ impl BackendSession for Session {
             Ok(s) => s,
             Err(e) => return vec![Outcome::Error(e)],
         };
-        self.vars = params
-            .iter()
-            .map(|p| (ci(&p.name), p.value.clone()))
-            .collect();
+        self.vars = params.iter().map(|p| (ci(&p.name), p.value.clone())).collect();
         let mut out = Vec::new();
         for stmt in &statements {
             match self.statement(stmt) {

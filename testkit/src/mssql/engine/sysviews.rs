@@ -59,9 +59,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 .state
                 .databases
                 .values()
-                .filter(|d| {
-                    env.sysadmin || d.user_for_login(env.login).is_some() || d.name == "master"
-                })
+                .filter(|d| env.sysadmin || d.user_for_login(env.login).is_some() || d.name == "master")
                 .map(|d| {
                     vec![
                         s(&d.name),
@@ -203,10 +201,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                         let id = type_id_of(&c.ty, &c.type_name);
                         let text = matches!(
                             c.ty,
-                            SqlType::Char(_)
-                                | SqlType::VarChar(_)
-                                | SqlType::NChar(_)
-                                | SqlType::NVarChar(_)
+                            SqlType::Char(_) | SqlType::VarChar(_) | SqlType::NChar(_) | SqlType::NVarChar(_)
                         );
                         vec![
                             i(t.object_id),
@@ -247,11 +242,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
             rows: datatype::system_types()
                 .into_iter()
                 .map(|(name, ty, user_type_id)| {
-                    let system_type_id = if user_type_id == 256 {
-                        231
-                    } else {
-                        user_type_id
-                    };
+                    let system_type_id = if user_type_id == 256 { 231 } else { user_type_id };
                     vec![
                         s(name),
                         i(system_type_id),
@@ -284,15 +275,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 .filter(|t| security::can_see_table(env, db, t))
                 .map(|t| {
                     if t.primary_key.is_empty() {
-                        vec![
-                            i(t.object_id),
-                            Value::Null,
-                            i(0),
-                            i(0),
-                            s("HEAP"),
-                            b(false),
-                            b(false),
-                        ]
+                        vec![i(t.object_id), Value::Null, i(0), i(0), s("HEAP"), b(false), b(false)]
                     } else {
                         vec![
                             i(t.object_id),
@@ -351,9 +334,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 .state
                 .logins
                 .values()
-                .filter(|l| {
-                    env.sysadmin || l.name.eq_ignore_ascii_case(env.login) || l.name == "sa"
-                })
+                .filter(|l| env.sysadmin || l.name.eq_ignore_ascii_case(env.login) || l.name == "sa")
                 .map(|l| {
                     vec![
                         s(&l.name),
@@ -391,11 +372,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                         i(u.principal_id),
                         s("S"),
                         s("SQL_USER"),
-                        if u.principal_id == 2 {
-                            Value::Null
-                        } else {
-                            s("dbo")
-                        },
+                        if u.principal_id == 2 { Value::Null } else { s("dbo") },
                     ]
                 })
                 .chain(std::iter::once(vec![

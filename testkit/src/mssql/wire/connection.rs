@@ -56,9 +56,7 @@ fn decode_err(what: &'static str) -> impl FnOnce(DecodeError) -> ConnectionError
 }
 
 /// Reads a message, treating EOF as the end of the connection.
-async fn next_message<S: AsyncRead + Unpin>(
-    io: &mut S,
-) -> Result<Option<Message>, ConnectionError> {
+async fn next_message<S: AsyncRead + Unpin>(io: &mut S) -> Result<Option<Message>, ConnectionError> {
     Ok(packet::read_message(io).await?)
 }
 
@@ -67,11 +65,7 @@ async fn next_message<S: AsyncRead + Unpin>(
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Serves one connection until the client leaves or breaks the protocol.
-pub(crate) async fn run<B: Backend>(
-    tcp: TcpStream,
-    shared: Arc<Shared<B>>,
-    spid: u16,
-) -> Result<(), ConnectionError> {
+pub(crate) async fn run<B: Backend>(tcp: TcpStream, shared: Arc<Shared<B>>, spid: u16) -> Result<(), ConnectionError> {
     // TDS 8.0 strict encryption: TLS first, then PRELOGIN and LOGIN7 inside it.
     let mut first = [0u8; 1];
     let strict = match &shared.tls {
@@ -82,10 +76,7 @@ pub(crate) async fn run<B: Backend>(
         (Some(acceptor), true) => {
             let mut wrapped = PreloginWrapped::new(tcp);
             wrapped.handshake_done();
-            let tls = acceptor
-                .accept(wrapped)
-                .await
-                .map_err(ConnectionError::Tls)?;
+            let tls = acceptor.accept(wrapped).await.map_err(ConnectionError::Tls)?;
             debug!(spid, "TDS 8.0 strict TLS established");
             Box::new(tls)
         }
@@ -103,11 +94,7 @@ pub(crate) async fn run<B: Backend>(
         });
     }
     let client = prelogin::decode(&msg.payload).map_err(decode_err("PRELOGIN"))?;
-    let force = shared
-        .config
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.force_encryption);
+    let force = shared.config.tls.as_ref().is_some_and(|t| t.force_encryption);
     let answer = if strict {
         // Already encrypted; report it as required, as SQL Server does.
         Encryption::Req
@@ -115,8 +102,7 @@ pub(crate) async fn run<B: Backend>(
         prelogin::negotiate(client.encryption, shared.tls.is_some(), force)
     };
     debug!(spid, client = ?client.encryption, answer = ?answer, "prelogin");
-    let mut writer =
-        PacketWriter::new(packet_type::TABULAR_RESULT, shared.config.packet_size, spid);
+    let mut writer = PacketWriter::new(packet_type::TABULAR_RESULT, shared.config.packet_size, spid);
     prelogin::encode_response(&mut writer.buf, answer, SERVER_VERSION);
     writer.finish(&mut io).await?;
 
@@ -137,10 +123,7 @@ pub(crate) async fn run<B: Backend>(
         }
         (answer, Some(acceptor)) => {
             let wrapped = PreloginWrapped::new(io);
-            let mut tls = acceptor
-                .accept(wrapped)
-                .await
-                .map_err(ConnectionError::Tls)?;
+            let mut tls = acceptor.accept(wrapped).await.map_err(ConnectionError::Tls)?;
             tls.get_mut().0.handshake_done();
             let Some(msg) = next_message(&mut tls).await? else {
                 return Ok(());
@@ -222,11 +205,7 @@ impl<B: Backend> Connection<B> {
         tokens::info(&mut self.writer.buf, &m);
     }
 
-    async fn login<W: AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut W,
-        login: &Login7,
-    ) -> Result<(), ConnectionError> {
+    async fn login<W: AsyncWrite + Unpin>(&mut self, io: &mut W, login: &Login7) -> Result<(), ConnectionError> {
         let attempt = if login.integrated_security || login.feature_ext {
             // Windows and Azure AD authentication do not exist here; SQL Server
             // answers an unusable login with 18456 too.
@@ -244,13 +223,7 @@ impl<B: Backend> Connection<B> {
             Err(e) => {
                 debug!(spid = self.spid, user = %login.user, error = %e, "login refused");
                 self.put_error(&e, "");
-                tokens::done(
-                    &mut self.writer.buf,
-                    DoneKind::Done,
-                    done_status::ERROR,
-                    0,
-                    0,
-                );
+                tokens::done(&mut self.writer.buf, DoneKind::Done, done_status::ERROR, 0, 0);
                 self.writer.finish(io).await?;
                 return Err(ConnectionError::LoginFailed);
             }
@@ -265,11 +238,7 @@ impl<B: Backend> Connection<B> {
         let database = session.database();
         let buf = &mut self.writer.buf;
         tokens::env_change_text(buf, env::DATABASE, &database, "master");
-        self.info(
-            5701,
-            2,
-            &format!("Changed database context to '{database}'."),
-        );
+        self.info(5701, 2, &format!("Changed database context to '{database}'."));
         let buf = &mut self.writer.buf;
         tokens::env_change_bytes(buf, env::COLLATION, &SQL_LATIN1_GENERAL_CP1_CI_AS, &[]);
         tokens::env_change_text(buf, env::LANGUAGE, "us_english", "");
@@ -344,45 +313,28 @@ impl<B: Backend> Connection<B> {
     }
 
     /// Acknowledges every ATTENTION received so far, ending the current response.
-    async fn acknowledge_attention<W: AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut W,
-    ) -> Result<(), ConnectionError> {
+    async fn acknowledge_attention<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> Result<(), ConnectionError> {
         self.attention_acked = self.attention.load(Ordering::SeqCst);
-        tokens::done(
-            &mut self.writer.buf,
-            DoneKind::Done,
-            done_status::ATTN,
-            0,
-            0,
-        );
+        tokens::done(&mut self.writer.buf, DoneKind::Done, done_status::ATTN, 0, 0);
         self.writer.finish(io).await?;
         Ok(())
     }
 
-    async fn request<W: AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut W,
-        msg: Message,
-    ) -> Result<(), ConnectionError> {
+    async fn request<W: AsyncWrite + Unpin>(&mut self, io: &mut W, msg: Message) -> Result<(), ConnectionError> {
         if msg.status & status::IGNORE != 0 {
             return Ok(());
         }
         match msg.ty {
             packet_type::SQL_BATCH => {
                 self.shared.requests.fetch_add(1, Ordering::Relaxed);
-                let sql =
-                    requests::decode_sql_batch(&msg.payload).map_err(decode_err("SQL batch"))?;
+                let sql = requests::decode_sql_batch(&msg.payload).map_err(decode_err("SQL batch"))?;
                 self.sql_batch(io, &sql).await
             }
             packet_type::RPC => {
                 self.shared.requests.fetch_add(1, Ordering::Relaxed);
                 match requests::decode_rpc(&msg.payload) {
                     Ok(calls) => self.rpc(io, &calls).await,
-                    Err(RpcError::Malformed(source)) => Err(ConnectionError::Decode {
-                        what: "RPC",
-                        source,
-                    }),
+                    Err(RpcError::Malformed(source)) => Err(ConnectionError::Decode { what: "RPC", source }),
                     Err(RpcError::UnknownType { index, name, ty }) => {
                         let e = SqlError::new(
                             8009,
@@ -392,13 +344,7 @@ impl<B: Backend> Connection<B> {
                             ),
                         );
                         self.put_error(&e, "");
-                        tokens::done(
-                            &mut self.writer.buf,
-                            DoneKind::Done,
-                            done_status::ERROR,
-                            0,
-                            0,
-                        );
+                        tokens::done(&mut self.writer.buf, DoneKind::Done, done_status::ERROR, 0, 0);
                         self.writer.finish(io).await?;
                         Ok(())
                     }
@@ -406,8 +352,7 @@ impl<B: Backend> Connection<B> {
             }
             packet_type::TRANSACTION_MANAGER => {
                 self.shared.requests.fetch_add(1, Ordering::Relaxed);
-                let tm = requests::decode_tm(&msg.payload)
-                    .map_err(decode_err("transaction manager request"))?;
+                let tm = requests::decode_tm(&msg.payload).map_err(decode_err("transaction manager request"))?;
                 self.transaction_manager(io, &tm).await
             }
             packet_type::ATTENTION => {
@@ -459,17 +404,8 @@ impl<B: Backend> Connection<B> {
     fn env_changes(&mut self, before: &Before, sql: &str, outcomes: &[Outcome]) {
         let after = self.before();
         if after.database != before.database {
-            tokens::env_change_text(
-                &mut self.writer.buf,
-                env::DATABASE,
-                &after.database,
-                &before.database,
-            );
-            self.info(
-                5701,
-                1,
-                &format!("Changed database context to '{}'.", after.database),
-            );
+            tokens::env_change_text(&mut self.writer.buf, env::DATABASE, &after.database, &before.database);
+            self.info(5701, 1, &format!("Changed database context to '{}'.", after.database));
         }
         match (before.in_transaction, after.in_transaction) {
             (false, true) => {
@@ -537,11 +473,7 @@ impl<B: Backend> Connection<B> {
                 );
             }
             Outcome::Done { row_count } => {
-                let count = if row_count.is_some() {
-                    done_status::COUNT
-                } else {
-                    0
-                };
+                let count = if row_count.is_some() { done_status::COUNT } else { 0 };
                 tokens::done(
                     &mut self.writer.buf,
                     kind,
@@ -565,22 +497,12 @@ impl<B: Backend> Connection<B> {
         Ok(true)
     }
 
-    async fn sql_batch<W: AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut W,
-        sql: &str,
-    ) -> Result<(), ConnectionError> {
+    async fn sql_batch<W: AsyncWrite + Unpin>(&mut self, io: &mut W, sql: &str) -> Result<(), ConnectionError> {
         let before = self.before();
         let outcomes = self.execute(sql, &[]);
         self.env_changes(&before, sql, &outcomes);
         if outcomes.is_empty() {
-            tokens::done(
-                &mut self.writer.buf,
-                DoneKind::Done,
-                done_status::FINAL,
-                0,
-                0,
-            );
+            tokens::done(&mut self.writer.buf, DoneKind::Done, done_status::FINAL, 0, 0);
         }
         let last = outcomes.len().saturating_sub(1);
         for (i, o) in outcomes.iter().enumerate() {
@@ -592,11 +514,7 @@ impl<B: Backend> Connection<B> {
         Ok(())
     }
 
-    async fn rpc<W: AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut W,
-        calls: &[RpcCall],
-    ) -> Result<(), ConnectionError> {
+    async fn rpc<W: AsyncWrite + Unpin>(&mut self, io: &mut W, calls: &[RpcCall]) -> Result<(), ConnectionError> {
         let last = calls.len().saturating_sub(1);
         for (i, call) in calls.iter().enumerate() {
             let more_bit = if i < last { done_status::MORE } else { 0 };
@@ -652,10 +570,7 @@ impl<B: Backend> Connection<B> {
                 .enumerate()
                 .map(|(i, p)| Param {
                     name: if p.name.is_empty() {
-                        declared
-                            .get(i)
-                            .cloned()
-                            .unwrap_or_else(|| format!("@P{}", i + 1))
+                        declared.get(i).cloned().unwrap_or_else(|| format!("@P{}", i + 1))
                     } else {
                         p.name.clone()
                     },
@@ -699,13 +614,7 @@ impl<B: Backend> Connection<B> {
                 "The incoming tabular data stream (TDS) protocol stream is incorrect: unsupported transaction manager request.",
             );
             self.put_error(&e, "");
-            tokens::done(
-                &mut self.writer.buf,
-                DoneKind::Done,
-                done_status::ERROR,
-                0,
-                0,
-            );
+            tokens::done(&mut self.writer.buf, DoneKind::Done, done_status::ERROR, 0, 0);
             self.writer.finish(io).await?;
             return Ok(());
         };

@@ -52,10 +52,7 @@ pub fn encode(s: &str, dst: &mut Vec<u8>) {
                 let i = (cp - 0x80) as usize;
                 HIGH[i].is_none().then_some(cp as u8)
             }
-            _ => HIGH
-                .iter()
-                .position(|h| *h == Some(c))
-                .map(|i| 0x80 + i as u8),
+            _ => HIGH.iter().position(|h| *h == Some(c)).map(|i| 0x80 + i as u8),
         };
         dst.push(byte.unwrap_or(b'?'));
     }

@@ -123,9 +123,7 @@ pub fn ucs2_to_string(bytes: &[u8], what: &'static str) -> Result<String, Decode
     if !bytes.len().is_multiple_of(2) {
         return Err(DecodeError::Utf16(what));
     }
-    let units = bytes
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]));
+    let units = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
     char::decode_utf16(units)
         .collect::<Result<String, _>>()
         .map_err(|_| DecodeError::Utf16(what))
@@ -139,12 +137,6 @@ mod tests {
     fn reading_past_the_end_is_an_error_not_a_panic() {
         let mut r = Reader::new(&[1, 2, 3]);
         assert_eq!(r.u16_le().unwrap(), 0x0201);
-        assert_eq!(
-            r.u32_le(),
-            Err(DecodeError::Truncated {
-                offset: 2,
-                needed: 3
-            })
-        );
+        assert_eq!(r.u32_le(), Err(DecodeError::Truncated { offset: 2, needed: 3 }));
     }
 }

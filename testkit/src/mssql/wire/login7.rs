@@ -81,9 +81,9 @@ pub fn decode(payload: &[u8]) -> Result<Login7, DecodeError> {
     let field = |r: &mut Reader<'_>, what: &'static str, secret: bool| {
         let offset = usize::from(r.u16_le()?);
         let chars = usize::from(r.u16_le()?);
-        let bytes = payload.get(offset..offset + chars * 2).ok_or_else(|| {
-            DecodeError::Malformed(format!("LOGIN7 {what} points outside the message"))
-        })?;
+        let bytes = payload
+            .get(offset..offset + chars * 2)
+            .ok_or_else(|| DecodeError::Malformed(format!("LOGIN7 {what} points outside the message")))?;
         if secret {
             ucs2_to_string(&deobfuscate(bytes), what)
         } else {

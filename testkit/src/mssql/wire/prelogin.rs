@@ -71,14 +71,14 @@ pub fn decode(payload: &[u8]) -> Result<ClientPrelogin, DecodeError> {
         }
         let offset = usize::from(table.u16_be()?);
         let len = usize::from(table.u16_be()?);
-        let data = payload.get(offset..offset + len).ok_or_else(|| {
-            DecodeError::Malformed(format!("PRELOGIN option {token} points outside the packet"))
-        })?;
+        let data = payload
+            .get(offset..offset + len)
+            .ok_or_else(|| DecodeError::Malformed(format!("PRELOGIN option {token} points outside the packet")))?;
         match token {
             ENCRYPTION => {
-                let b = *data.first().ok_or_else(|| {
-                    DecodeError::Malformed("empty PRELOGIN encryption option".into())
-                })?;
+                let b = *data
+                    .first()
+                    .ok_or_else(|| DecodeError::Malformed("empty PRELOGIN encryption option".into()))?;
                 encryption = Some(Encryption::from_wire(b)?);
             }
             INSTOPT => {
@@ -115,10 +115,7 @@ pub fn negotiate(client: Encryption, tls: bool, force: bool) -> Encryption {
 pub fn encode_response(dst: &mut BytesMut, encryption: Encryption, version: [u8; 4]) {
     // (token, data) pairs; offsets are computed after the option table.
     let options: [(u8, &[u8]); 5] = [
-        (
-            VERSION,
-            &[version[0], version[1], version[2], version[3], 0, 0],
-        ),
+        (VERSION, &[version[0], version[1], version[2], version[3], 0, 0]),
         (ENCRYPTION, &[encryption.to_wire()]),
         (INSTOPT, &[0]),
         (THREADID, &[]),
@@ -144,12 +141,7 @@ mod tests {
 
     #[test]
     fn server_without_tls_never_offers_encryption() {
-        for client in [
-            Encryption::Off,
-            Encryption::On,
-            Encryption::NotSup,
-            Encryption::Req,
-        ] {
+        for client in [Encryption::Off, Encryption::On, Encryption::NotSup, Encryption::Req] {
             assert_eq!(negotiate(client, false, false), Encryption::NotSup);
         }
     }

@@ -12,9 +12,7 @@ use crate::mssql::types::Value;
 fn skip_all_headers(r: &mut Reader<'_>) -> Result<(), DecodeError> {
     let total = r.u32_le()? as usize;
     if total < 4 || total - 4 > r.remaining() {
-        return Err(DecodeError::Malformed(format!(
-            "ALL_HEADERS length {total}"
-        )));
+        return Err(DecodeError::Malformed(format!("ALL_HEADERS length {total}")));
     }
     r.skip(total - 4)
 }
@@ -170,10 +168,7 @@ fn read_plp(r: &mut Reader<'_>) -> Result<Option<Vec<u8>>, DecodeError> {
 
 /// Reads little-endian unsigned bytes into a u64.
 fn uint_le(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .rev()
-        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+    bytes.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
 }
 
 fn read_time(r: &mut Reader<'_>, len: usize, scale: u8) -> Result<chrono::NaiveTime, DecodeError> {
@@ -281,8 +276,7 @@ fn decode_param_value(r: &mut Reader<'_>) -> Result<Value, ParamError> {
                 let positive = r.u8()? == 1;
                 let mut mag = [0u8; 16];
                 mag[..len - 1].copy_from_slice(r.take(len - 1)?);
-                let magnitude =
-                    i128::try_from(u128::from_le_bytes(mag)).map_err(|_| bad("decimal value"))?;
+                let magnitude = i128::try_from(u128::from_le_bytes(mag)).map_err(|_| bad("decimal value"))?;
                 Value::Decimal {
                     value: if positive { magnitude } else { -magnitude },
                     scale,
@@ -483,10 +477,7 @@ mod tests {
             ProcRef::Name("[sys].[sp_executesql]".into()),
             ProcRef::Name("SYS.SP_EXECUTESQL".into()),
         ] {
-            let call = RpcCall {
-                proc,
-                params: vec![],
-            };
+            let call = RpcCall { proc, params: vec![] };
             assert!(call.is_sp_executesql(), "{:?}", call.proc);
         }
     }
@@ -515,20 +506,7 @@ mod tests {
         p.extend_from_slice(&123_456u32.to_le_bytes());
         // varchar(10) 'é' in cp1252
         p.extend(b_varchar("@v"));
-        p.extend_from_slice(&[
-            0,
-            ty::BIGVARCHAR,
-            10,
-            0,
-            0x09,
-            0x04,
-            0xD0,
-            0x00,
-            0x34,
-            1,
-            0,
-            0xE9,
-        ]);
+        p.extend_from_slice(&[0, ty::BIGVARCHAR, 10, 0, 0x09, 0x04, 0xD0, 0x00, 0x34, 1, 0, 0xE9]);
         // fixed INT4 and an INTN NULL
         p.extend(b_varchar("@i"));
         p.extend_from_slice(&[0, ty::INT4]);
@@ -595,9 +573,7 @@ mod tests {
 
     #[test]
     fn truncated_rpc_is_malformed() {
-        let payload = [
-            22, 0, 0, 0, 18, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0xFF,
-        ];
+        let payload = [22, 0, 0, 0, 18, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0xFF];
         assert!(matches!(decode_rpc(&payload), Err(RpcError::Malformed(_))));
     }
 }

@@ -80,10 +80,7 @@ pub struct MssqlServer {
 
 impl MssqlServer {
     /// Binds, then accepts connections in the background until [`Self::shutdown`].
-    pub async fn start<B: Backend>(
-        backend: Arc<B>,
-        config: MssqlServerConfig,
-    ) -> std::io::Result<MssqlServer> {
+    pub async fn start<B: Backend>(backend: Arc<B>, config: MssqlServerConfig) -> std::io::Result<MssqlServer> {
         let tls = config.tls.as_ref().map(TlsSettings::acceptor).transpose()?;
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;

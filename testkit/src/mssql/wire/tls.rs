@@ -30,10 +30,7 @@ pub struct TlsSettings {
 impl std::fmt::Debug for TlsSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsSettings")
-            .field(
-                "cert_chain",
-                &format_args!("{} certificates", self.cert_chain.len()),
-            )
+            .field("cert_chain", &format_args!("{} certificates", self.cert_chain.len()))
             .field("private_key", &"<redacted>")
             .field("force_encryption", &self.force_encryption)
             .finish()
@@ -132,11 +129,7 @@ impl<S> PreloginWrapped<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for PreloginWrapped<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.handshaking {
             if !this.stash.is_empty() {
@@ -188,11 +181,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for PreloginWrapped<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for PreloginWrapped<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if !this.handshaking {
             return Pin::new(&mut this.inner).poll_write(cx, data);
@@ -208,9 +197,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PreloginWrapped<S> {
         let this = self.get_mut();
         if this.out.len() > HEADER_LEN {
             if this.out_written == 0 {
-                let length = u16::try_from(this.out.len()).map_err(|_| {
-                    io::Error::new(io::ErrorKind::InvalidData, "handshake flight too large")
-                })?;
+                let length = u16::try_from(this.out.len())
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "handshake flight too large"))?;
                 let header = PacketHeader {
                     ty: packet_type::PRELOGIN,
                     status: status::END_OF_MESSAGE,
@@ -223,9 +211,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PreloginWrapped<S> {
                 this.out[..HEADER_LEN].copy_from_slice(&h);
             }
             while this.out_written < this.out.len() {
-                let n = ready!(
-                    Pin::new(&mut this.inner).poll_write(cx, &this.out[this.out_written..])
-                )?;
+                let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &this.out[this.out_written..]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }

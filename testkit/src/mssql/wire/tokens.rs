@@ -245,12 +245,7 @@ mod tests {
     fn rows_whose_nulls_cost_more_than_a_bitmap_use_nbcrow() {
         let columns = cols(3, SqlType::Int);
         let mut buf = BytesMut::new();
-        row(
-            &mut buf,
-            &columns,
-            &[Value::Null, Value::Null, Value::Int(7)],
-        )
-        .unwrap();
+        row(&mut buf, &columns, &[Value::Null, Value::Null, Value::Int(7)]).unwrap();
         // NBCROW, bitmap 0b011, then only the third value.
         assert_eq!(&buf[..], &[NBCROW, 0b0000_0011, 4, 7, 0, 0, 0]);
     }

@@ -127,12 +127,7 @@ pub fn encode_type_info(sql_type: &SqlType, dst: &mut BytesMut) {
         SmallInt => dst.put_slice(&[ty::INTN, 2]),
         Int => dst.put_slice(&[ty::INTN, 4]),
         BigInt => dst.put_slice(&[ty::INTN, 8]),
-        Decimal { precision, scale } => dst.put_slice(&[
-            ty::DECIMALN,
-            decimal_len(*precision) + 1,
-            *precision,
-            *scale,
-        ]),
+        Decimal { precision, scale } => dst.put_slice(&[ty::DECIMALN, decimal_len(*precision) + 1, *precision, *scale]),
         Money => dst.put_slice(&[ty::MONEYN, 8]),
         Real => dst.put_slice(&[ty::FLTN, 4]),
         Float => dst.put_slice(&[ty::FLTN, 8]),
@@ -202,11 +197,7 @@ pub fn encode_column_type_info(column: &Column, dst: &mut BytesMut) {
 
 /// Writes a value of `column`, in the fixed-length form (no length prefix) when
 /// [`encode_column_type_info`] declared a fixed-length type.
-pub fn encode_column_value(
-    column: &Column,
-    value: &Value,
-    dst: &mut BytesMut,
-) -> Result<(), EncodeError> {
+pub fn encode_column_value(column: &Column, value: &Value, dst: &mut BytesMut) -> Result<(), EncodeError> {
     if column.nullable || fixed_type(&column.ty).is_none() {
         return encode_value(&column.ty, value, dst);
     }
@@ -289,8 +280,7 @@ pub fn rescale(value: i128, from: u8, to: u8) -> Option<i128> {
 
 /// Nanoseconds since midnight (leap-second nanos clamped into the second).
 fn nanos_of_day(t: NaiveTime) -> u64 {
-    u64::from(t.num_seconds_from_midnight()) * 1_000_000_000
-        + u64::from(t.nanosecond().min(999_999_999))
+    u64::from(t.num_seconds_from_midnight()) * 1_000_000_000 + u64::from(t.nanosecond().min(999_999_999))
 }
 
 /// time(scale) increments since midnight.
@@ -360,11 +350,7 @@ pub fn guid_wire_bytes(bytes: [u8; 16]) -> [u8; 16] {
 }
 
 /// Writes `value` as a value of column type `sql_type`, length prefix included.
-pub fn encode_value(
-    sql_type: &SqlType,
-    value: &Value,
-    dst: &mut BytesMut,
-) -> Result<(), EncodeError> {
+pub fn encode_value(sql_type: &SqlType, value: &Value, dst: &mut BytesMut) -> Result<(), EncodeError> {
     use SqlType as T;
     use Value as V;
     let bad = || mismatch(sql_type, value);
@@ -398,9 +384,7 @@ pub fn encode_value(
                 _ => return Err(bad()),
             };
             let v = rescale(v, s, *scale).ok_or_else(bad)?;
-            let limit = 10i128
-                .checked_pow(u32::from(*precision))
-                .unwrap_or(i128::MAX);
+            let limit = 10i128.checked_pow(u32::from(*precision)).unwrap_or(i128::MAX);
             if v.unsigned_abs() >= limit.unsigned_abs() {
                 return Err(bad());
             }
@@ -428,9 +412,7 @@ pub fn encode_value(
             dst.put_u8(8);
             dst.put_f64_le(*f);
         }
-        (T::Real | T::Float, V::Int(i)) => {
-            return encode_value(sql_type, &V::Float(*i as f64), dst)
-        }
+        (T::Real | T::Float, V::Int(i)) => return encode_value(sql_type, &V::Float(*i as f64), dst),
         (T::Char(n), V::String(s)) => {
             let mut bytes = Vec::new();
             cp1252::encode(s, &mut bytes);
@@ -442,9 +424,7 @@ pub fn encode_value(
             cp1252::encode(s, &mut bytes);
             put_bytes(framing(sql_type), &bytes, dst);
         }
-        (T::NChar(n), V::String(s)) => {
-            put_bytes(Framing::UShortLen, &utf16le(s, Some(usize::from(*n))), dst)
-        }
+        (T::NChar(n), V::String(s)) => put_bytes(Framing::UShortLen, &utf16le(s, Some(usize::from(*n))), dst),
         (T::NVarChar(_), V::String(s)) => put_bytes(framing(sql_type), &utf16le(s, None), dst),
         (T::Binary(n), V::Binary(b)) => {
             let mut bytes = b.clone();
@@ -521,15 +501,7 @@ mod tests {
             precision: 10,
             scale: 2,
         };
-        encode_value(
-            &ty,
-            &Value::Decimal {
-                value: -150,
-                scale: 2,
-            },
-            &mut buf,
-        )
-        .unwrap();
+        encode_value(&ty, &Value::Decimal { value: -150, scale: 2 }, &mut buf).unwrap();
         assert_eq!(&buf[..], &[9, 0, 150, 0, 0, 0, 0, 0, 0, 0]);
     }
 
