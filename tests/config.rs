@@ -112,6 +112,7 @@ fn invalid_values_name_their_field() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
 fn environment_overrides_the_file_with_double_underscore_nesting() {
     // figment's Jail isolates the process environment for this closure.
     figment::Jail::expect_with(|jail| {

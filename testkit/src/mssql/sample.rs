@@ -87,7 +87,7 @@ pub fn workload_step(engine: &Engine, step: u64) -> Result<(), SqlError> {
     let order = step as i64 + 1;
     let customer = (step / 10) as i64 + 1;
     let mut sql = String::from("BEGIN TRANSACTION;\n");
-    if step % 10 == 0 {
+    if step.is_multiple_of(10) {
         sql.push_str(&format!(
             "INSERT INTO [dbo].[Customers] ([Id], [Name], [Email], [CreatedAt], [ExternalId]) VALUES \
              ({customer}, N'Customer {customer}', 'c{customer}@example.com', '2026-11-24 10:00:00.123', '{customer:08X}-0000-4000-8000-00C04FC964FF');\n"
