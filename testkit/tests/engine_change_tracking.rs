@@ -301,7 +301,7 @@ fn cleanup_does_nothing_when_auto_cleanup_is_off() {
 }
 
 #[test]
-fn truncate_resets_the_min_valid_version_to_the_current_version() {
+fn truncate_takes_a_version_and_moves_the_min_valid_version_to_it() {
     let engine = shop();
     engine
         .execute("Shop", "INSERT INTO dbo.Orders VALUES (1, N'a', 1)")
@@ -310,14 +310,15 @@ fn truncate_resets_the_min_valid_version_to_the_current_version() {
         .execute("Shop", "INSERT INTO dbo.Orders VALUES (2, N'b', 1)")
         .expect("v2");
     engine.execute("Shop", "TRUNCATE TABLE dbo.Orders").expect("truncate");
-    assert_eq!(v(&engine), 2);
+    // A client synced to version 2 must see its checkpoint expire.
+    assert_eq!(v(&engine), 3);
     assert_eq!(
         scalar(
             &engine,
             "Shop",
             "SELECT CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'dbo.Orders'))"
         ),
-        Value::Int(2)
+        Value::Int(3)
     );
     assert_eq!(changes(&engine, Some(0)), vec![]);
     assert!(query(&engine, "Shop", "SELECT Id FROM dbo.Orders").is_empty());
