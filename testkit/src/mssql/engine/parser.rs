@@ -269,6 +269,17 @@ impl Parser {
         };
         match word.as_str() {
             "SELECT" => Ok(StatementKind::Query(self.query()?)),
+            "EXEC" | "EXECUTE" if matches!(self.tokens.get(self.pos + 1).map(|t| &t.tok), Some(Tok::Sym("("))) => {
+                self.pos += 2;
+                let Some(Tok::Str { text, .. }) = self.peek().cloned() else {
+                    return Err(self.unexpected());
+                };
+                self.pos += 1;
+                if !self.eat_sym(")") {
+                    return Err(self.unexpected());
+                }
+                Ok(StatementKind::ExecString(text))
+            }
             "INSERT" => self.insert(),
             "UPDATE" => self.update(),
             "DELETE" => self.delete(),
@@ -277,7 +288,15 @@ impl Parser {
                 self.expect_kw("TABLE")?;
                 Ok(StatementKind::Truncate(self.object_name()?))
             }
-            "CREATE" => self.create(),
+            "CREATE" => {
+                // CREATE SCHEMA must open its batch (hence EXEC (N'CREATE SCHEMA …')).
+                let schema = matches!(self.tokens.get(self.pos + 1).map(|t| &t.tok), Some(Tok::Word { text, quoted: false }) if text.eq_ignore_ascii_case("SCHEMA"));
+                if schema && !first_in_batch {
+                    self.pos += 1;
+                    return Err(self.unexpected());
+                }
+                self.create()
+            }
             "ALTER" => self.alter(),
             "DROP" => self.drop(),
             "GRANT" => self.grant(),

@@ -363,6 +363,14 @@ impl Session {
                     done()
                 }
             }
+            StatementKind::ExecString(sql) => {
+                let statements = parse_batch(sql)?;
+                let mut out = Vec::new();
+                for s in &statements {
+                    out.extend(self.statement(s)?);
+                }
+                Ok(out)
+            }
             StatementKind::Block(stmts) => {
                 let mut out = Vec::new();
                 for s in stmts {
