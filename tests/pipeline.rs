@@ -486,3 +486,149 @@ async fn wrong_password_is_a_setup_error_naming_the_login() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_encryption_streams_over_tls() {
+    use std::sync::Arc;
+    use testkit::mssql::wire::{MssqlServer, MssqlServerConfig, TlsSettings};
+    let h = Harness::start().await;
+    h.create_tracked_table("Orders", ORDERS);
+    let tls = TlsSettings::self_signed(&["localhost"]).unwrap();
+    let server = MssqlServer::start(
+        Arc::new(h.engine.clone()),
+        MssqlServerConfig {
+            tls: Some(tls),
+            ..MssqlServerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let toml = h
+        .config_toml(&["name = \"dbo.Orders\"\nsnapshot = \"never\""])
+        .replace(
+            &format!("port = {}", h.mssql.addr().port()),
+            &format!("port = {}", server.addr().port()),
+        )
+        .replace(
+            "encryption = \"off\"",
+            "encryption = \"required\"\ntrust_server_certificate = true",
+        );
+    let sidecar = h.spawn(cdc_sidecar::config::Config::from_toml_str(&toml).unwrap());
+    h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
+        .await;
+    h.sql("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'tls');");
+    let v = h.current_version();
+    h.wait_checkpoint("dbo.Orders", "the insert over TLS", |c| c == v).await;
+    assert_eq!(ops(&changes(&h.pulsar_envelopes(ORDERS_TOPIC))), ["insert:1"]);
+    sidecar.stop().await;
+    server.shutdown().await;
+}
+
+/// `GET path` on 127.0.0.1:port → (status, body).
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let status = buf.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, buf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_endpoints_report_metrics_liveness_and_readiness() {
+    use std::sync::Arc;
+    use testkit::mssql::wire::{MssqlServer, MssqlServerConfig};
+    let h = Harness::start().await;
+    h.create_tracked_table("Orders", ORDERS);
+    // A server of its own, so the test can take the database away.
+    let server = MssqlServer::start(Arc::new(h.engine.clone()), MssqlServerConfig::default())
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let toml = h
+        .config_toml(&["name = \"dbo.Orders\"\nsnapshot = \"never\""])
+        .replace(
+            &format!("port = {}", h.mssql.addr().port()),
+            &format!("port = {}", server.addr().port()),
+        )
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let sidecar = h.spawn(cdc_sidecar::config::Config::from_toml_str(&toml).unwrap());
+    h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
+        .await;
+    wait_for("an idle probe", || {
+        (sidecar.metric("cdc_sidecar_probes_total{result=\"idle\"}") >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(http_get(port, "/healthz").await.0, 200);
+    assert_eq!(http_get(port, "/readyz").await.0, 200);
+    let (status, body) = http_get(port, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("cdc_sidecar_probes_total{result=\"idle\"}"), "{body}");
+    assert!(
+        body.contains("cdc_sidecar_checkpoint_version{table=\"dbo.Orders\"}"),
+        "{body}"
+    );
+    assert!(
+        cdc_sidecar::http::probe(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            std::time::Duration::from_secs(2)
+        )
+        .await
+    );
+
+    // WHEN the database goes away THEN readiness fails while liveness holds
+    server.shutdown().await;
+    let start = std::time::Instant::now();
+    while http_get(port, "/readyz").await.0 != 503 {
+        assert!(start.elapsed() < DEADLINE, "readiness never failed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(http_get(port, "/healthz").await.0, 200);
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulsar_outage_delays_delivery_but_loses_nothing() {
+    let h = Harness::start().await;
+    h.create_tracked_table("Orders", ORDERS);
+    let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]));
+    let start = h
+        .wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
+        .await;
+
+    // WHEN the broker becomes unreachable while rows keep changing
+    h.pulsar.go_unreachable().await;
+    for i in 1..=5 {
+        h.sql(&format!(
+            "INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES ({i}, N'during outage');"
+        ));
+    }
+    let last = h.current_version();
+    // THEN the checkpoint does not pass what Pulsar has not acknowledged
+    wait_for("a failed publish", || {
+        (sidecar.metric("cdc_sidecar_sink_errors_total{sink=\"pulsar\"}") >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(h.checkpoint("dbo.Orders").await, Some(start));
+
+    // WHEN it comes back THEN everything arrives, in order
+    h.pulsar.come_back().await;
+    h.wait_checkpoint("dbo.Orders", "delivery after the outage", |c| c == last)
+        .await;
+    let ids: Vec<String> = ops(&changes(&h.pulsar_envelopes(ORDERS_TOPIC)));
+    let mut first_seen: Vec<String> = Vec::new();
+    for id in ids {
+        if !first_seen.contains(&id) {
+            first_seen.push(id);
+        }
+    }
+    assert_eq!(first_seen, ["insert:1", "insert:2", "insert:3", "insert:4", "insert:5"]);
+    sidecar.stop().await;
+}
