@@ -33,6 +33,36 @@ fn assert_chained(envelopes: &[Value]) {
     }
 }
 
+/// GIVEN a sidecar streaming an empty `dbo.Orders` (no snapshot); returns it and its
+/// starting checkpoint.
+async fn streaming_orders(h: &Harness) -> (Sidecar, i64) {
+    h.create_tracked_table("Orders", ORDERS);
+    let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]));
+    let start = h
+        .wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
+        .await;
+    (sidecar, start)
+}
+
+/// GIVEN a sidecar streaming `dbo.Orders` (no snapshot) with row 1 inserted and delivered;
+/// returns the sidecar and the version of that insert.
+async fn streaming_orders_with_one_row(h: &Harness) -> (Sidecar, i64) {
+    let (sidecar, _) = streaming_orders(h).await;
+    h.sql("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'a');");
+    let v1 = h.current_version();
+    h.wait_checkpoint("dbo.Orders", "the first insert", |v| v == v1).await;
+    (sidecar, v1)
+}
+
+/// Waits for a snapshot's last batch on `topic`; returns every envelope so far.
+async fn wait_snapshot_done(h: &Harness, topic: &str) -> Vec<Value> {
+    wait_for("a snapshot's last batch", || {
+        let envs = h.pulsar_envelopes(topic);
+        envs.iter().any(|e| e["snapshot"]["last"] == true).then_some(envs)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_inserts_updates_and_deletes_in_order_to_both_sinks() {
     let h = Harness::start().await;
@@ -92,10 +122,7 @@ async fn streams_inserts_updates_and_deletes_in_order_to_both_sinks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_made_between_polls_arrive_as_net_changes() {
     let h = Harness::start().await;
-    h.create_tracked_table("Orders", ORDERS);
-    let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]));
-    h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
-        .await;
+    let (sidecar, _) = streaming_orders(&h).await;
     // WHEN a row is inserted and updated, and another inserted and deleted, in one transaction
     h.sql(
         "BEGIN TRAN; INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'a'), (2, N'b'); \
@@ -204,11 +231,7 @@ async fn expired_checkpoint_publishes_a_resync_and_a_fresh_snapshot() {
     let sidecar = h.spawn(config);
 
     // THEN a resync event names the reason, and a snapshot carries the current rows
-    let envs = wait_for("resync and the snapshot's last batch", || {
-        let envs = h.pulsar_envelopes(ORDERS_TOPIC);
-        envs.iter().any(|e| e["snapshot"]["last"] == true).then_some(envs)
-    })
-    .await;
+    let envs = wait_snapshot_done(&h, ORDERS_TOPIC).await;
     let resync = of_kind(&envs, "resync");
     assert_eq!(resync.len(), 1);
     assert_eq!(resync[0]["reason"], "checkpoint_expired");
@@ -237,20 +260,12 @@ async fn expired_checkpoint_publishes_a_resync_and_a_fresh_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncate_while_running_triggers_a_resync() {
     let h = Harness::start().await;
-    h.create_tracked_table("Orders", ORDERS);
-    let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]));
-    h.sql("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'a');");
-    let v1 = h.current_version();
-    h.wait_checkpoint("dbo.Orders", "the insert", |v| v == v1).await;
+    let (sidecar, _) = streaming_orders_with_one_row(&h).await;
 
     h.sql("TRUNCATE TABLE [dbo].[Orders];");
     h.sql("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (9, N'after');");
 
-    let envs = wait_for("a resync after TRUNCATE", || {
-        let envs = h.pulsar_envelopes(ORDERS_TOPIC);
-        envs.iter().any(|e| e["snapshot"]["last"] == true).then_some(envs)
-    })
-    .await;
+    let envs = wait_snapshot_done(&h, ORDERS_TOPIC).await;
     assert_eq!(of_kind(&envs, "resync")[0]["reason"], "checkpoint_expired");
     let snap = changes(&of_kind(&envs, "snapshot"));
     assert_eq!(ops(&snap), ["read:9"]);
@@ -260,11 +275,7 @@ async fn truncate_while_running_triggers_a_resync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracking_disabled_and_reenabled_while_running_triggers_a_resync() {
     let h = Harness::start().await;
-    h.create_tracked_table("Orders", ORDERS);
-    let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]));
-    h.sql("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'a');");
-    let v1 = h.current_version();
-    h.wait_checkpoint("dbo.Orders", "the insert", |v| v == v1).await;
+    let (sidecar, _) = streaming_orders_with_one_row(&h).await;
 
     // WHEN tracking is switched off, a row changes unseen, and tracking comes back
     h.sql("ALTER TABLE [dbo].[Orders] DISABLE CHANGE_TRACKING;");
@@ -279,11 +290,7 @@ async fn tracking_disabled_and_reenabled_while_running_triggers_a_resync() {
     h.sql("INSERT INTO [dbo].[Other] ([Id]) VALUES (2);");
 
     // THEN the table resyncs and the snapshot carries the unseen change
-    let envs = wait_for("a resync after re-enabling", || {
-        let envs = h.pulsar_envelopes(ORDERS_TOPIC);
-        envs.iter().any(|e| e["snapshot"]["last"] == true).then_some(envs)
-    })
-    .await;
+    let envs = wait_snapshot_done(&h, ORDERS_TOPIC).await;
     assert_eq!(of_kind(&envs, "resync")[0]["reason"], "checkpoint_expired");
     assert_eq!(changes(&of_kind(&envs, "snapshot"))[0]["row"]["Customer"], "unseen");
     sidecar.stop().await;
@@ -307,11 +314,7 @@ async fn database_version_below_the_checkpoint_resyncs_as_a_restore() {
         .unwrap();
     let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\""]));
 
-    let envs = wait_for("a resync for the restore", || {
-        let envs = h.pulsar_envelopes(ORDERS_TOPIC);
-        envs.iter().any(|e| e["snapshot"]["last"] == true).then_some(envs)
-    })
-    .await;
+    let envs = wait_snapshot_done(&h, ORDERS_TOPIC).await;
     assert_eq!(of_kind(&envs, "resync")[0]["reason"], "version_went_backwards");
     // AND the checkpoint is reset down to the database's version
     let current = h.current_version();
@@ -323,11 +326,7 @@ async fn database_version_below_the_checkpoint_resyncs_as_a_restore() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulsar_send_errors_hold_the_checkpoint_and_nothing_is_lost() {
     let h = Harness::start().await;
-    h.create_tracked_table("Orders", ORDERS);
-    let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]));
-    let start = h
-        .wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
-        .await;
+    let (sidecar, start) = streaming_orders(&h).await;
 
     // WHEN the broker answers the next sends with errors
     h.pulsar
@@ -597,11 +596,7 @@ async fn http_endpoints_report_metrics_liveness_and_readiness() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulsar_outage_delays_delivery_but_loses_nothing() {
     let h = Harness::start().await;
-    h.create_tracked_table("Orders", ORDERS);
-    let sidecar = h.spawn(h.config(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]));
-    let start = h
-        .wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
-        .await;
+    let (sidecar, start) = streaming_orders(&h).await;
 
     // WHEN the broker becomes unreachable while rows keep changing
     h.pulsar.go_unreachable().await;
