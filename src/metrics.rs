@@ -40,7 +40,7 @@ pub struct Metrics {
     pub snapshot_rows: IntCounterVec,
     /// Version probes, by result (idle, moved, error).
     pub probes: IntCounterVec,
-    /// Queries sent to SQL Server, by kind (probe, discover, changes, snapshot, check).
+    /// Queries sent to SQL Server while streaming, by kind (probe, discover, changes, snapshot).
     pub source_queries: IntCounterVec,
     /// Source failures (connection lost, server error), by kind.
     pub source_errors: IntCounterVec,
