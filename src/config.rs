@@ -381,7 +381,7 @@ fn default_pulsar_url() -> String {
     "pulsar://127.0.0.1:6650".into()
 }
 fn default_topic() -> String {
-    "persistent://public/default/cdc.{database}.{schema}.{table}".into()
+    "persistent://public/default/{database}.{schema}.{table}".into()
 }
 fn default_pulsar_compression() -> Compression {
     Compression::Lz4
@@ -435,7 +435,7 @@ pub struct RedisPubSubConfig {
 }
 
 fn default_channel() -> String {
-    "cdc.{database}.{schema}.{table}".into()
+    "cdc:{database}.{schema}.{table}".into()
 }
 fn default_redis_compression() -> Compression {
     Compression::Zstd

@@ -7,8 +7,8 @@ use serde_json::Value;
 use support::*;
 
 const ORDERS: &str = "[Id] bigint NOT NULL PRIMARY KEY, [Customer] nvarchar(100) NOT NULL, [Total] decimal(18,2) NULL";
-const ORDERS_TOPIC: &str = "persistent://public/default/cdc.Shop.dbo.Orders";
-const ORDERS_CHANNEL: &str = "cdc.Shop.dbo.Orders";
+const ORDERS_TOPIC: &str = "persistent://public/default/Shop.dbo.Orders";
+const ORDERS_CHANNEL: &str = "cdc:Shop.dbo.Orders";
 
 fn ops(changes: &[Value]) -> Vec<String> {
     changes
@@ -404,7 +404,7 @@ async fn every_sql_type_maps_to_json_without_loss() {
          INSERT INTO [dbo].[Types] ([Id]) VALUES (2);",
     );
     let envs = wait_for("the typed rows", || {
-        let all = changes(&h.pulsar_envelopes("persistent://public/default/cdc.Shop.dbo.Types"));
+        let all = changes(&h.pulsar_envelopes("persistent://public/default/Shop.dbo.Types"));
         (all.len() == 2).then_some(all)
     })
     .await;
@@ -439,7 +439,7 @@ async fn composite_keys_paginate_snapshots_without_gaps_or_repeats() {
     h.sql(&format!("INSERT INTO [dbo].[Lines] VALUES {};", values.join(", ")));
     let sidecar = h.spawn(h.config(&["name = \"dbo.Lines\""]));
     let snap = wait_for("the last snapshot batch", || {
-        let envs = h.pulsar_envelopes("persistent://public/default/cdc.Shop.dbo.Lines");
+        let envs = h.pulsar_envelopes("persistent://public/default/Shop.dbo.Lines");
         envs.iter().any(|e| e["snapshot"]["last"] == true).then_some(envs)
     })
     .await;

@@ -165,11 +165,11 @@ listen = "127.0.0.1:0"
         Sidecar { token, handle, metrics }
     }
 
-    /// Subscribes to every `cdc.*` channel; envelopes are decompressed and parsed.
+    /// Subscribes to every `cdc:*` channel; envelopes are decompressed and parsed.
     pub async fn subscribe(&self) -> Subscriber {
         let client = redis::Client::open(self.redis.url()).unwrap();
         let mut pubsub = client.get_async_pubsub().await.unwrap();
-        pubsub.psubscribe("cdc.*").await.unwrap();
+        pubsub.psubscribe("cdc:*").await.unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();
         let task = tokio::spawn(async move {

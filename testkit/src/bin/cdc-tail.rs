@@ -16,7 +16,7 @@ struct Args {
     #[arg(long)]
     redis: Option<String>,
     /// Channel pattern.
-    #[arg(long, default_value = "cdc.*")]
+    #[arg(long, default_value = "cdc:*")]
     pattern: String,
     /// Pulsar URL.
     #[arg(long)]
