@@ -88,6 +88,31 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Stopping on SIGTERM.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long, after SIGTERM, the sidecar may spend delivering the batches already read
+    /// and writing checkpoints before it exits anyway (exit code 1; what was not
+    /// delivered is read again on restart). Keep it below Kubernetes'
+    /// `terminationGracePeriodSeconds`.
+    #[serde(default = "default_grace_period_ms")]
+    pub grace_period_ms: u64,
+}
+
+fn default_grace_period_ms() -> u64 {
+    20_000
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_period_ms: default_grace_period_ms() }
+    }
 }
 
 /// How the connection to SQL Server is encrypted.

@@ -217,6 +217,7 @@ impl Reader {
     async fn client(&mut self) -> Result<&mut SqlClient, SourceError> {
         if self.client.is_none() {
             let client = source::connect(&self.config.source).await?;
+            self.metrics.reconnects.with_label_values(&["source"]).inc();
             info!("reconnected to SQL Server");
             self.client = Some(client);
         }
@@ -245,7 +246,9 @@ impl Reader {
                 return Ok(false);
             }
             self.metrics.probes.with_label_values(&["moved"]).inc();
+            let timer = self.metrics.poll_duration.start_timer();
             let upper = self.stream_tick(None).await?;
+            timer.observe_duration();
             *last_seen = Some(upper);
         } else {
             // The original design, kept for comparison: every table, every tick.
