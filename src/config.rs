@@ -111,7 +111,9 @@ fn default_grace_period_ms() -> u64 {
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        Self { grace_period_ms: default_grace_period_ms() }
+        Self {
+            grace_period_ms: default_grace_period_ms(),
+        }
     }
 }
 

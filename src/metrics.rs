@@ -118,15 +118,24 @@ impl Metrics {
         let poll_interval = Gauge::with_opts(opts("poll_interval_seconds", "The probe interval in force."))?;
         registry.register(Box::new(poll_interval.clone()))?;
         let table_state = gauge_vec("table_state", "1 for the state each table is in.", &["table", "state"])?;
-        let min_valid_version =
-            gauge_vec("min_valid_version", "CHANGE_TRACKING_MIN_VALID_VERSION at the last check.", &["table"])?;
+        let min_valid_version = gauge_vec(
+            "min_valid_version",
+            "CHANGE_TRACKING_MIN_VALID_VERSION at the last check.",
+            &["table"],
+        )?;
         let poll_duration = prometheus::Histogram::with_opts(
             HistogramOpts::new("poll_duration_seconds", "Duration of ticks that found changes.")
                 .namespace(NAMESPACE)
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                ]),
         )?;
         registry.register(Box::new(poll_duration.clone()))?;
-        let reconnects = counter("reconnects_total", "Connections re-established after a failure.", &["target"])?;
+        let reconnects = counter(
+            "reconnects_total",
+            "Connections re-established after a failure.",
+            &["target"],
+        )?;
         Ok(Self {
             registry,
             changes,

@@ -627,3 +627,31 @@ async fn pulsar_outage_delays_delivery_but_loses_nothing() {
     assert_eq!(first_seen, ["insert:1", "insert:2", "insert:3", "insert:4", "insert:5"]);
     sidecar.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_table_is_parked_in_error_while_the_others_keep_streaming() {
+    let h = Harness::start().await;
+    h.create_tracked_table("Orders", ORDERS);
+    h.create_tracked_table("Doomed", "[Id] int NOT NULL PRIMARY KEY");
+    let sidecar = h.spawn(h.config(&[
+        "name = \"dbo.Orders\"\nsnapshot = \"never\"",
+        "name = \"dbo.Doomed\"\nsnapshot = \"never\"",
+    ]));
+    h.wait_checkpoint("dbo.Doomed", "the starting checkpoint", |_| true)
+        .await;
+
+    // WHEN one table is dropped and the other keeps changing
+    h.sql("DROP TABLE [dbo].[Doomed];");
+    h.sql("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'still flowing');");
+    let v = h.current_version();
+
+    // THEN the dropped table is reported in error and the other is delivered
+    h.wait_checkpoint("dbo.Orders", "the surviving table's insert", |c| c == v)
+        .await;
+    wait_for("the dropped table in error", || {
+        (sidecar.metric("cdc_sidecar_table_state{state=\"error\",table=\"dbo.Doomed\"}") == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(ops(&changes(&h.pulsar_envelopes(ORDERS_TOPIC))), ["insert:1"]);
+    sidecar.stop().await;
+}

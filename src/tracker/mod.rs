@@ -15,6 +15,7 @@ pub use delivery::{Delivery, DeliveryTask};
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures_util::TryStreamExt;
@@ -75,6 +76,9 @@ struct Table {
     /// Tracking was seen disabled; when it comes back the table must resync, since
     /// changes made meanwhile were never recorded.
     tracking_lost: bool,
+    /// A permanent error (permission denied, table dropped) parked the table until
+    /// this instant; the other tables keep streaming meanwhile.
+    errored_until: Option<Instant>,
 }
 
 /// Liveness and readiness, shared with the HTTP endpoints.
@@ -85,6 +89,19 @@ pub struct Health {
     pub ready: AtomicBool,
     /// Milliseconds since the Unix epoch of the reader's last loop iteration.
     pub last_tick_ms: AtomicI64,
+    /// Tables parked by an error (or whose tracking was switched off), for `/readyz`.
+    pub errored_tables: std::sync::Mutex<Vec<String>>,
+}
+
+impl Health {
+    fn set_errored(&self, table: &str, errored: bool) {
+        // A poisoned lock only means a panic elsewhere; the list is still usable.
+        let mut list = self.errored_tables.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|t| t != table);
+        if errored {
+            list.push(table.to_string());
+        }
+    }
 }
 
 /// The shared reader: one connection, every table.
@@ -158,6 +175,7 @@ impl Reader {
                 checkpoint: s.checkpoint_cell,
                 lagging: false,
                 tracking_lost: false,
+                errored_until: None,
             });
         }
         Self {
@@ -260,7 +278,12 @@ impl Reader {
         }
         for i in 0..self.tables.len() {
             if matches!(self.tables[i].state, TableState::Snapshotting { .. }) {
-                self.snapshot_chunk(i).await?;
+                if let Err(e) = self.snapshot_chunk(i).await {
+                    if is_table_error(&e) {
+                        self.park(i, &e);
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(true)
@@ -277,9 +300,18 @@ impl Reader {
             .ok_or(SourceError::ChangeTrackingDisabled { database })?;
         self.metrics.database_version.set(upper);
 
+        let now = Instant::now();
+        for t in &mut self.tables {
+            if t.errored_until.is_some_and(|until| until <= now) {
+                info!(table = %t.info.name, "retrying the table after its error");
+                t.errored_until = None;
+                self.metrics.set_table_state(&t.info.name, state_label(&t.state));
+                self.health.set_errored(&t.info.name, false);
+            }
+        }
         let mut candidates = Vec::new();
         for (i, t) in self.tables.iter().enumerate() {
-            if only.is_some_and(|o| o != i) {
+            if only.is_some_and(|o| o != i) || t.errored_until.is_some() {
                 continue;
             }
             if let TableState::Streaming { position } = t.state {
@@ -307,6 +339,7 @@ impl Reader {
                 if min_valid.is_some() {
                     let position = lost.iter().find(|(j, _)| *j == i).map_or(0, |l| l.1);
                     self.tables[i].tracking_lost = false;
+                    self.health.set_errored(&self.tables[i].info.name, false);
                     info!(table = %self.tables[i].info.name, "change tracking is enabled again");
                     // Whatever changed while tracking was off was never recorded.
                     self.start_resync(i, position, upper, ResyncReason::CheckpointExpired)
@@ -344,6 +377,25 @@ impl Reader {
                     }
                     return Err(e);
                 }
+                Err(e) if is_table_error(&e) => {
+                    // One table's permission or schema broke the shared query: find it
+                    // by asking table by table, park it, and retry without it.
+                    for &(i, position) in &forward {
+                        let info = [(i, &self.tables[i].info)];
+                        let mut q = Query::new(sql::discover(&info));
+                        q.bind(upper);
+                        q.bind(position);
+                        let client = self.client().await?;
+                        let result = match q.query(client).await {
+                            Ok(stream) => stream.into_first_result().await.map(|_| ()),
+                            Err(e) => Err(e),
+                        };
+                        if let Err(table_error) = result.map_err(SourceError::from) {
+                            self.park(i, &table_error);
+                        }
+                    }
+                    return Err(e);
+                }
                 Err(e) => return Err(e),
             };
             let mut found = Vec::with_capacity(rows.len());
@@ -367,7 +419,12 @@ impl Reader {
                     }
                     Some(_) => {
                         if has_changes {
-                            self.read_changes(i, position, upper).await?;
+                            if let Err(e) = self.read_changes(i, position, upper).await {
+                                if is_table_error(&e) {
+                                    self.park(i, &e);
+                                }
+                                return Err(e);
+                            }
                         } else {
                             self.tables[i].state = TableState::Streaming { position: upper };
                             self.send(i, Delivery::Progress(upper)).await?;
@@ -386,6 +443,15 @@ impl Reader {
         Ok(upper)
     }
 
+    /// Parks a table after a permanent error, for [`TABLE_RETRY`].
+    fn park(&mut self, i: usize, e: &SourceError) {
+        let t = &mut self.tables[i];
+        error!(table = %t.info.name, error = %e, retry_in = ?TABLE_RETRY, "table failed; the other tables keep streaming");
+        t.errored_until = Some(Instant::now() + TABLE_RETRY);
+        self.metrics.set_table_state(&t.info.name, "error");
+        self.health.set_errored(&t.info.name, true);
+    }
+
     fn mark_tracking_lost(&mut self, i: usize) {
         let t = &mut self.tables[i];
         if !t.tracking_lost {
@@ -393,6 +459,7 @@ impl Reader {
             t.tracking_lost = true;
         }
         self.metrics.set_table_state(&t.info.name, "error");
+        self.health.set_errored(&t.info.name, true);
     }
 
     /// `(table index, CHANGE_TRACKING_MIN_VALID_VERSION)` for `tables`.
@@ -605,6 +672,22 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// How long a table that failed permanently waits before it is tried again: long
+/// enough not to hammer the server, short enough that a fixed grant is noticed soon.
+const TABLE_RETRY: Duration = Duration::from_secs(30);
+
+/// Errors that concern one table's permissions or schema, not the connection:
+/// permission denied (229, 230, 297), invalid object or column (208, 207).
+fn is_table_error(e: &SourceError) -> bool {
+    matches!(
+        e,
+        SourceError::Server {
+            code: 229 | 230 | 297 | 208 | 207,
+            ..
+        }
+    )
 }
 
 fn stopped(info: &TableInfo) -> SourceError {
