@@ -54,6 +54,32 @@ async fn streaming_orders_with_one_row(h: &Harness) -> (Sidecar, i64) {
     (sidecar, v1)
 }
 
+/// Reads `n` envelopes from `topic` with the `pulsar` crate's consumer (which undoes the
+/// producer's compression itself).
+async fn consume_pulsar(h: &Harness, topic: &str, n: usize) -> Vec<Value> {
+    use futures_util::TryStreamExt;
+    use pulsar::consumer::InitialPosition;
+    use pulsar::{Consumer, ConsumerOptions, Pulsar, SubType, TokioExecutor};
+    let client = Pulsar::builder(h.pulsar.url(), TokioExecutor).build().await.unwrap();
+    let mut consumer: Consumer<Vec<u8>, _> = client
+        .consumer()
+        .with_topic(topic)
+        .with_subscription("test-readback")
+        .with_subscription_type(SubType::Exclusive)
+        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
+        .build()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let msg = tokio::time::timeout(DEADLINE, consumer.try_next()).await.expect("message in time").unwrap().unwrap();
+        assert_eq!(msg.key(), Some("dbo.Orders".to_string()));
+        out.push(serde_json::from_slice(&msg.payload.data).unwrap());
+        consumer.ack(&msg).await.unwrap();
+    }
+    out
+}
+
 /// Waits for a snapshot's last batch on `topic`; returns every envelope so far.
 async fn wait_snapshot_done(h: &Harness, topic: &str) -> Vec<Value> {
     wait_for("a snapshot's last batch", || {
@@ -86,7 +112,8 @@ async fn streams_inserts_updates_and_deletes_in_order_to_both_sinks() {
         h.wait_checkpoint("dbo.Orders", "the step's delivery", |v| v == last).await;
     }
 
-    // THEN both sinks carry every change, in version order, with rows and keys
+    // THEN both sinks — read back with the pulsar crate's own consumer and a Redis
+    // subscriber — carry every change, in version order, with rows and keys
     let pulsar = wait_for("pulsar to reach the last version", || {
         let envs = h.pulsar_envelopes(ORDERS_TOPIC);
         envs.iter()
@@ -101,6 +128,8 @@ async fn streams_inserts_updates_and_deletes_in_order_to_both_sinks() {
             .then_some(envs)
     })
     .await;
+    let consumed = consume_pulsar(&h, ORDERS_TOPIC, pulsar.len()).await;
+    assert_eq!(consumed, pulsar, "the consumer decodes what the broker stored");
     for envs in [&pulsar, &redis] {
         assert_chained(envs);
         let all = changes(envs);
@@ -468,6 +497,7 @@ async fn startup_check_names_each_table_and_the_migration_that_fixes_it() {
     );
     assert!(text.contains("003_enable_table_change_tracking.sql"), "{text}");
     assert!(text.contains("table dbo.Missing: does not exist"), "{text}");
+    assert_eq!(h.redis_keys().await, Vec::<String>::new(), "nothing written to Redis");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -653,5 +683,51 @@ async fn a_dropped_table_is_parked_in_error_while_the_others_keep_streaming() {
     })
     .await;
     assert_eq!(ops(&changes(&h.pulsar_envelopes(ORDERS_TOPIC))), ["insert:1"]);
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_a_batch_arrives_whole_and_checkpoints_only_at_its_end() {
+    let h = Harness::start().await;
+    let (sidecar, start) = streaming_orders(&h).await;
+    // WHEN one transaction inserts 350 rows (batch_rows is 100 in the harness)
+    let values: Vec<String> = (1..=350).map(|i| format!("({i}, N'row {i}')")).collect();
+    h.sql(&format!("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES {};", values.join(", ")));
+    let v = h.current_version();
+    h.wait_checkpoint("dbo.Orders", "the big transaction", |c| c == v).await;
+
+    // THEN every row arrives, split over chained batches, and only the last one claims the
+    // transaction's version: a consumer (or a restart) never skips part of it
+    let envs = h.pulsar_envelopes(ORDERS_TOPIC);
+    assert!(envs.len() >= 4, "{} batches", envs.len());
+    assert_chained(&envs);
+    assert_eq!(changes(&envs).len(), 350);
+    assert!(changes(&envs).iter().all(|c| c["version"].as_i64() == Some(v)));
+    let (last, rest) = envs.split_last().unwrap();
+    assert_eq!(last["to_version"].as_i64(), Some(v));
+    assert!(rest.iter().all(|e| e["to_version"].as_i64() == Some(start)), "partial batches keep the old checkpoint");
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tables_checkpoint_follows_the_database_version() {
+    let h = Harness::start().await;
+    h.create_tracked_table("Busy", "[Id] int NOT NULL PRIMARY KEY");
+    h.create_tracked_table("Idle", "[Id] int NOT NULL PRIMARY KEY");
+    let sidecar = h.spawn(h.config(&[
+        "name = \"dbo.Busy\"\nsnapshot = \"never\"",
+        "name = \"dbo.Idle\"\nsnapshot = \"never\"",
+    ]));
+    let idle_start = h.wait_checkpoint("dbo.Idle", "the starting checkpoint", |_| true).await;
+    // WHEN only the other table changes
+    for i in 1..=3 {
+        h.sql(&format!("INSERT INTO [dbo].[Busy] ([Id]) VALUES ({i});"));
+    }
+    let v = h.current_version();
+    // THEN the idle table's checkpoint still moves up to the database version, so it
+    // cannot fall behind the retention period and expire
+    h.wait_checkpoint("dbo.Idle", "the idle table following the version", |c| c == v).await;
+    assert!(v > idle_start);
+    assert!(h.pulsar_envelopes("persistent://public/default/Shop.dbo.Idle").is_empty(), "no batches for an idle table");
     sidecar.stop().await;
 }

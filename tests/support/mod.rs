@@ -223,6 +223,13 @@ listen = "127.0.0.1:0"
         }
     }
 
+    /// Every key in Redis.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap()
+    }
+
     pub fn current_version(&self) -> i64 {
         self.engine.current_version(DB).expect("CT on")
     }
