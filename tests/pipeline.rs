@@ -72,7 +72,11 @@ async fn consume_pulsar(h: &Harness, topic: &str, n: usize) -> Vec<Value> {
         .unwrap();
     let mut out = Vec::new();
     while out.len() < n {
-        let msg = tokio::time::timeout(DEADLINE, consumer.try_next()).await.expect("message in time").unwrap().unwrap();
+        let msg = tokio::time::timeout(DEADLINE, consumer.try_next())
+            .await
+            .expect("message in time")
+            .unwrap()
+            .unwrap();
         assert_eq!(msg.key(), Some("dbo.Orders".to_string()));
         out.push(serde_json::from_slice(&msg.payload.data).unwrap());
         consumer.ack(&msg).await.unwrap();
@@ -692,7 +696,10 @@ async fn a_transaction_larger_than_a_batch_arrives_whole_and_checkpoints_only_at
     let (sidecar, start) = streaming_orders(&h).await;
     // WHEN one transaction inserts 350 rows (batch_rows is 100 in the harness)
     let values: Vec<String> = (1..=350).map(|i| format!("({i}, N'row {i}')")).collect();
-    h.sql(&format!("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES {};", values.join(", ")));
+    h.sql(&format!(
+        "INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES {};",
+        values.join(", ")
+    ));
     let v = h.current_version();
     h.wait_checkpoint("dbo.Orders", "the big transaction", |c| c == v).await;
 
@@ -705,7 +712,10 @@ async fn a_transaction_larger_than_a_batch_arrives_whole_and_checkpoints_only_at
     assert!(changes(&envs).iter().all(|c| c["version"].as_i64() == Some(v)));
     let (last, rest) = envs.split_last().unwrap();
     assert_eq!(last["to_version"].as_i64(), Some(v));
-    assert!(rest.iter().all(|e| e["to_version"].as_i64() == Some(start)), "partial batches keep the old checkpoint");
+    assert!(
+        rest.iter().all(|e| e["to_version"].as_i64() == Some(start)),
+        "partial batches keep the old checkpoint"
+    );
     sidecar.stop().await;
 }
 
@@ -726,9 +736,14 @@ async fn an_idle_tables_checkpoint_follows_the_database_version() {
     let v = h.current_version();
     // THEN the idle table's checkpoint still moves up to the database version, so it
     // cannot fall behind the retention period and expire
-    h.wait_checkpoint("dbo.Idle", "the idle table following the version", |c| c == v).await;
+    h.wait_checkpoint("dbo.Idle", "the idle table following the version", |c| c == v)
+        .await;
     assert!(v > idle_start);
-    assert!(h.pulsar_envelopes("persistent://public/default/Shop.dbo.Idle").is_empty(), "no batches for an idle table");
+    assert!(
+        h.pulsar_envelopes("persistent://public/default/Shop.dbo.Idle")
+            .is_empty(),
+        "no batches for an idle table"
+    );
     sidecar.stop().await;
 }
 
@@ -738,7 +753,9 @@ async fn sigkill_mid_stream_then_restart_delivers_everything_at_least_once_in_or
     h.create_tracked_table("Orders", ORDERS);
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("sidecar.toml");
-    let toml = h.config_toml(&["name = \"dbo.Orders\"\nsnapshot = \"never\""]).replace("batch_rows = 100", "batch_rows = 10");
+    let toml = h
+        .config_toml(&["name = \"dbo.Orders\"\nsnapshot = \"never\""])
+        .replace("batch_rows = 100", "batch_rows = 10");
     std::fs::write(&config_path, toml).unwrap();
     let spawn = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sidecar"))
@@ -753,25 +770,37 @@ async fn sigkill_mid_stream_then_restart_delivers_everything_at_least_once_in_or
     let insert = |from: i64, to: i64| {
         for i in (from..=to).step_by(10) {
             let values: Vec<String> = (i..i + 10).map(|id| format!("({id}, N'c{id}')")).collect();
-            h.sql(&format!("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES {};", values.join(", ")));
+            h.sql(&format!(
+                "INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES {};",
+                values.join(", ")
+            ));
         }
     };
     let mut child = spawn();
-    h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true).await;
+    h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
+        .await;
 
     // GIVEN part of a stream delivered
     insert(1, 500);
     let delivered = h.current_version();
-    h.wait_checkpoint("dbo.Orders", "the first part", |c| c == delivered).await;
+    h.wait_checkpoint("dbo.Orders", "the first part", |c| c == delivered)
+        .await;
     // WHEN more is in flight (stored by the broker, receipts held back) and the process is killed
     h.pulsar.hold_receipts_for(std::time::Duration::from_secs(30));
     let stored = h.pulsar.messages(ORDERS_TOPIC).len();
     insert(501, 2000);
     let last = h.current_version();
-    wait_for("batches in flight", || (h.pulsar.messages(ORDERS_TOPIC).len() > stored).then_some(())).await;
+    wait_for("batches in flight", || {
+        (h.pulsar.messages(ORDERS_TOPIC).len() > stored).then_some(())
+    })
+    .await;
     child.kill().unwrap(); // SIGKILL: no flush, no checkpoint, no lease release
     child.wait().unwrap();
-    assert_eq!(h.checkpoint("dbo.Orders").await, Some(delivered), "nothing unacknowledged was checkpointed");
+    assert_eq!(
+        h.checkpoint("dbo.Orders").await,
+        Some(delivered),
+        "nothing unacknowledged was checkpointed"
+    );
 
     // THEN a restart delivers everything, at least once and in order
     h.pulsar.hold_receipts_for(std::time::Duration::ZERO);
@@ -779,9 +808,14 @@ async fn sigkill_mid_stream_then_restart_delivers_everything_at_least_once_in_or
     // gone may clear it, as this test does to stay fast.
     let client = redis::Client::open(h.redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: i64 = redis::cmd("DEL").arg(format!("cdc-sidecar:lock:{DB}")).query_async(&mut conn).await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("cdc-sidecar:lock:{DB}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let mut child = spawn();
-    h.wait_checkpoint("dbo.Orders", "everything after the restart", |c| c == last).await;
+    h.wait_checkpoint("dbo.Orders", "everything after the restart", |c| c == last)
+        .await;
     child.kill().unwrap();
     child.wait().unwrap();
     let ids: Vec<i64> = changes(&h.pulsar_envelopes(ORDERS_TOPIC))
@@ -795,6 +829,48 @@ async fn sigkill_mid_stream_then_restart_delivers_everything_at_least_once_in_or
             first_seen.push(*id);
         }
     }
-    assert_eq!(first_seen, (1..=2000).collect::<Vec<i64>>(), "every change, first seen in order");
+    assert_eq!(
+        first_seen,
+        (1..=2000).collect::<Vec<i64>>(),
+        "every change, first seen in order"
+    );
     assert!(ids.len() > 2000, "the unacknowledged batches were sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_for_a_while_holds_everything_back_then_catches_up() {
+    let mut h = Harness::start().await;
+    let (sidecar, _) = streaming_orders(&h).await;
+
+    // WHEN Redis (checkpoints and Pub/Sub) goes down while rows change
+    h.redis.stop();
+    for i in 1..=3 {
+        h.sql(&format!(
+            "INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES ({i}, N'while redis is down');"
+        ));
+    }
+    let last = h.current_version();
+    wait_for("a failed Redis publish", || {
+        (sidecar.metric("cdc_sidecar_sink_errors_total{sink=\"redis_pubsub\"}") >= 1.0).then_some(())
+    })
+    .await;
+    // THEN nothing is counted as delivered yet
+    assert_eq!(
+        sidecar.metric("cdc_sidecar_batches_total{sink=\"redis_pubsub\",table=\"dbo.Orders\"}"),
+        0.0
+    );
+
+    // WHEN it comes back (empty: no persistence) THEN streaming catches up and the
+    // checkpoint is written again
+    h.redis.restart().unwrap();
+    h.wait_checkpoint("dbo.Orders", "the checkpoint after Redis returned", |c| c == last)
+        .await;
+    let ids: Vec<String> = ops(&changes(&h.pulsar_envelopes(ORDERS_TOPIC)));
+    assert_eq!(
+        ids,
+        ["insert:1", "insert:2", "insert:3"],
+        "Pulsar got each batch once: only the failed sink was retried"
+    );
+    assert!(sidecar.metric("cdc_sidecar_batches_total{sink=\"redis_pubsub\",table=\"dbo.Orders\"}") >= 1.0);
+    sidecar.stop().await;
 }
