@@ -164,6 +164,11 @@ pub struct SourceConfig {
     /// How long to wait for a connection and login before retrying, in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Longest wait for the server's next response while a query runs, in
+    /// milliseconds; a stalled server fails the tick and the connection is replaced.
+    /// It never trips on the sidecar's own backpressure (a slow sink).
+    #[serde(default = "default_command_timeout_ms")]
+    pub command_timeout_ms: u64,
 }
 
 fn default_mssql_port() -> u16 {
@@ -177,6 +182,9 @@ fn default_app_name() -> String {
 }
 fn default_connect_timeout_ms() -> u64 {
     10_000
+}
+fn default_command_timeout_ms() -> u64 {
+    30_000
 }
 
 /// `[poll]`: the shared version probe's backoff and the size of batches.
@@ -627,6 +635,12 @@ impl Config {
             ));
         }
         let p = &self.poll;
+        if s.connect_timeout_ms == 0 {
+            return Err(invalid("source.connect_timeout_ms", "must be at least 1"));
+        }
+        if s.command_timeout_ms == 0 {
+            return Err(invalid("source.command_timeout_ms", "must be at least 1"));
+        }
         if p.min_interval_ms == 0 {
             return Err(invalid("poll.min_interval_ms", "must be at least 1"));
         }

@@ -194,6 +194,7 @@ impl Reader {
         let poll = &self.config.poll;
         let mut interval = Backoff::new(poll.min_interval(), poll.max_interval(), poll.multiplier);
         let mut last_seen: Option<i64> = None;
+        let mut failing = false;
         loop {
             self.health
                 .last_tick_ms
@@ -202,6 +203,9 @@ impl Reader {
                 r = self.tick(&mut last_seen) => r,
                 _ = shutdown.cancelled() => break,
             };
+            if result.is_ok() {
+                failing = false;
+            }
             match result {
                 Ok(true) => {
                     interval.reset();
@@ -218,9 +222,18 @@ impl Reader {
                     // A connection in an unknown state (maybe mid-transaction) is dropped.
                     self.client = None;
                     last_seen = None;
+                    if !failing {
+                        // Retry soon after a first failure, then back off.
+                        interval.reset();
+                        failing = true;
+                    }
                 }
             }
-            let delay = interval.next_delay();
+            let delay = if failing {
+                interval.next_delay_jittered()
+            } else {
+                interval.next_delay()
+            };
             self.metrics.poll_interval.set(delay.as_secs_f64());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
