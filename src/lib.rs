@@ -9,6 +9,7 @@
 //!                                                        └──► checkpoint (Redis)
 //! ```
 
+pub mod admin;
 pub mod checkpoint;
 pub mod config;
 pub mod http;

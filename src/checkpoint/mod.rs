@@ -25,7 +25,7 @@ pub enum CheckpointError {
     Redis(#[from] redis::RedisError),
     #[error("checkpoint store: malformed value under {key}: {value:?}")]
     Malformed { key: String, value: String },
-    #[error("checkpoint store: database {database} is locked by another running sidecar ({holder}); stop it first")]
+    #[error("a sidecar ({holder}) is streaming database {database}; stop it before moving checkpoints")]
     Locked { database: String, holder: String },
 }
 
