@@ -627,7 +627,8 @@ impl Bound {
     }
 }
 
-fn arithmetic(op: BinOp, a: Value, b: Value) -> Result<Value, SqlError> {
+/// `a op b` for the arithmetic operators (also used by SUM/AVG).
+pub fn arithmetic(op: BinOp, a: Value, b: Value) -> Result<Value, SqlError> {
     use Value::*;
     if matches!(a, Null) || matches!(b, Null) {
         return Ok(Null);

@@ -24,7 +24,7 @@ pub fn bind_call(
     let (func, arity, ty, nullable): (Func, &[usize], SqlType, bool) = match name {
         "OBJECT_ID" => (Func::ObjectId, &[1, 2], SqlType::Int, true),
         "OBJECT_NAME" => (Func::ObjectName, &[1, 2], SYSNAME, true),
-        "DB_ID" => (Func::DbId, &[0, 1], SqlType::SmallInt, true),
+        "DB_ID" => (Func::DbId, &[0, 1], SqlType::Int, true),
         "DB_NAME" => (Func::DbName, &[0, 1], SYSNAME, true),
         "SCHEMA_NAME" => (Func::SchemaName, &[0, 1], SYSNAME, true),
         "HAS_PERMS_BY_NAME" => (Func::HasPermsByName, &[3, 4, 5], SqlType::Int, true),

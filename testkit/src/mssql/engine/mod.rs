@@ -3,10 +3,11 @@
 //!
 //! Layers, bottom up: values and types (`value`, `datatype`), persistent state
 //! (`catalog`, `storage`, `change_tracking`), T-SQL text to syntax tree (`lexer`,
-//! `parser`, `ast`), execution (`expr`, `functions`, `query`, `sysviews`, `dml`,
+//! `parser`, `ast`), execution (`expr`, `functions`, `query`, `aggregate`, `sysviews`, `dml`,
 //! `ddl`, `security`), and the connection-facing `session` and `server`. Errors are
 //! SQL Server's own (`error`). `docs/sql-surface.md` lists the T-SQL it accepts.
 
+mod aggregate;
 mod ast;
 mod catalog;
 mod change_tracking;

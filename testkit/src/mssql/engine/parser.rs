@@ -117,7 +117,18 @@ pub fn parse_batch(sql: &str) -> Result<Vec<Statement>, SqlError> {
             break;
         }
         let first = out.is_empty();
-        out.push(p.statement(first)?);
+        let statement = p.statement(first)?;
+        if !first && matches!(statement.kind, StatementKind::CreateSchema(_)) {
+            return Err(with_line(
+                SqlError::new(
+                    111,
+                    15,
+                    "'CREATE SCHEMA' must be the first statement in a query batch.",
+                ),
+                statement.line,
+            ));
+        }
+        out.push(statement);
     }
     Ok(out)
 }
@@ -1425,6 +1436,17 @@ impl Parser {
                 // function call?
                 if !quoted && self.is_sym_at(1, "(") {
                     self.pos += 2;
+                    if (upper == "COUNT" || upper == "COUNT_BIG") && self.eat_sym("*") {
+                        self.expect_sym(")")?;
+                        // COUNT(*) counts rows: the same as counting a non-NULL constant.
+                        return Ok(Expr::Function {
+                            name: upper,
+                            args: vec![Expr::Literal(Value::Int(1))],
+                        });
+                    }
+                    if self.is_kw("DISTINCT") {
+                        return Err(error::not_supported("aggregate DISTINCT"));
+                    }
                     let mut args = Vec::new();
                     if !self.eat_sym(")") {
                         loop {

@@ -10,6 +10,7 @@
 
 use std::cmp::Ordering;
 
+use super::aggregate;
 use super::ast::{BinOp, Expr, JoinKind, OrderItem, Query, Select, SelectItem, TableRef};
 use super::catalog::{ci, Database, Table};
 use super::change_tracking::{self, TableTracking};
@@ -699,6 +700,39 @@ fn run_select(
         Some(f) => Some(bind(f, &scope, env)?.bound),
         None => None,
     };
+    if aggregate::is_aggregate(select) {
+        let mut agg = aggregate::prepare(select, &scope, env)?;
+        let top = eval_top(select, env)?;
+        let plan = Plan {
+            access: match sources.first().map(|s| &s.rows) {
+                Some(Rows::Table(t)) => table_access(filter.as_ref(), &t.primary_key),
+                _ => Access::Full,
+            },
+            sources,
+            joins,
+            filter,
+        };
+        if plan.sources.is_empty() {
+            let pass = match &plan.filter {
+                Some(f) => truthy(&f.eval(&[], env)?),
+                None => true,
+            };
+            if pass {
+                agg.feed(&[], env)?;
+            }
+        } else {
+            plan.scan(env, &mut |row| {
+                agg.feed(row, env)?;
+                Ok(true)
+            })?;
+        }
+        let columns = agg.columns.clone();
+        let row = agg.finish(env)?;
+        return Ok(ResultSet {
+            columns,
+            rows: if top == Some(0) { vec![] } else { vec![row] },
+        });
+    }
     let projection = project(select, &scope, env)?;
     let order = bind_order(order_by, select, &scope, &projection, env)?;
     let mut top = eval_top(select, env)?;
@@ -793,8 +827,21 @@ fn compare_keys(a: &[Value], b: &[Value], order: &[(Bound, bool)]) -> Ordering {
     Ordering::Equal
 }
 
-/// Runs a query (SELECTs joined by UNION ALL, then ORDER BY).
+/// Runs a query (SELECTs joined by UNION ALL, then ORDER BY); every value has its
+/// column's type family.
 pub fn run(query: &Query, env: &Env<'_>) -> Result<ResultSet, SqlError> {
+    let mut rs = run_unconformed(query, env)?;
+    for row in &mut rs.rows {
+        for (v, c) in row.iter_mut().zip(rs.columns.iter()) {
+            if !super::value::fits_family(v, &c.ty) {
+                *v = super::value::conform(std::mem::replace(v, Value::Null), &c.ty)?;
+            }
+        }
+    }
+    Ok(rs)
+}
+
+fn run_unconformed(query: &Query, env: &Env<'_>) -> Result<ResultSet, SqlError> {
     if query.branches.len() == 1 {
         return run_select(&query.branches[0], &query.order_by, None, env);
     }
