@@ -152,3 +152,63 @@ fn dropping_a_session_rolls_back_its_transaction() {
     }
     assert!(query(&engine, "Shop", "SELECT Id FROM dbo.Orders").is_empty());
 }
+
+#[test]
+fn snapshot_update_of_a_row_changed_since_the_snapshot_is_3960() {
+    let engine = shop();
+    engine
+        .execute(
+            "Shop",
+            "INSERT INTO dbo.Orders VALUES (1, N'a', 1), (2, N'b', 2)",
+        )
+        .expect("seed");
+    let mut s = engine.admin_session("Shop").expect("session");
+    run(
+        &mut s,
+        "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRAN; SELECT Id FROM dbo.Orders",
+        &[],
+    );
+    engine
+        .execute("Shop", "UPDATE dbo.Orders SET Total = 5 WHERE Id = 1")
+        .expect("other writer");
+    // Updating a row nobody else touched is fine; the conflict surfaces at commit.
+    run(&mut s, "UPDATE dbo.Orders SET Total = 7 WHERE Id = 2; UPDATE dbo.Orders SET Total = 8 WHERE Id = 1", &[]);
+    let e = error_of(&mut s, "COMMIT", &[]);
+    assert_eq!((e.number, e.class), (3960, 16));
+    assert!(!s.in_transaction());
+    assert_eq!(
+        query(&engine, "Shop", "SELECT Total FROM dbo.Orders ORDER BY Id"),
+        vec![
+            vec![Value::Decimal {
+                value: 500,
+                scale: 2
+            }],
+            vec![Value::Decimal {
+                value: 200,
+                scale: 2
+            }]
+        ]
+    );
+}
+
+#[test]
+fn snapshot_isolation_level_applies_to_autocommitted_statements_too() {
+    let engine = shop();
+    engine
+        .execute(
+            "master",
+            "ALTER DATABASE Shop SET ALLOW_SNAPSHOT_ISOLATION OFF",
+        )
+        .expect("off");
+    let mut s = engine.admin_session("Shop").expect("session");
+    run(&mut s, "SET TRANSACTION ISOLATION LEVEL SNAPSHOT", &[]);
+    assert_eq!(
+        error_of(&mut s, "SELECT Id FROM dbo.Orders", &[]).number,
+        3952
+    );
+    run(
+        &mut s,
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SELECT Id FROM dbo.Orders",
+        &[],
+    );
+}

@@ -7,11 +7,11 @@
 //! COMMIT as one change-tracking version. A SNAPSHOT transaction keeps the copy it
 //! took at its first statement, so its reads see the state as of that moment.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::ast::{Isolation, Statement, StatementKind};
 use super::catalog::{ci, State};
-use super::change_tracking::{self, Op};
+use super::change_tracking::{self, Op, RowChange};
 use super::ddl::{self, Who};
 use super::dml::{self, Planned};
 use super::env::Env;
@@ -21,7 +21,7 @@ use super::parser::parse_batch;
 use super::query;
 use super::server::Engine;
 use super::storage;
-use super::value::{coerce, Target};
+use super::value::{coerce, Key, Target};
 use crate::mssql::types::{BackendSession, Outcome, Param, SqlError, Value};
 
 /// The writes of one statement inside an explicit transaction.
@@ -36,6 +36,9 @@ struct Transaction {
     depth: i64,
     /// The private state: the snapshot (SNAPSHOT) or the last rebuilt view.
     private: Option<State>,
+    /// The committed state a SNAPSHOT transaction started from, to detect update
+    /// conflicts (Msg 3960) at commit.
+    base: Option<State>,
     writes: Vec<Pending>,
 }
 
@@ -84,7 +87,9 @@ impl Session {
             Some(t) => {
                 if t.snapshot {
                     if t.private.is_none() {
-                        t.private = Some(self.engine.committed());
+                        let snapshot = self.engine.committed();
+                        t.base = Some(snapshot.clone());
+                        t.private = Some(snapshot);
                     }
                     t.private.clone().unwrap_or_else(|| self.engine.committed())
                 } else {
@@ -115,7 +120,12 @@ impl Session {
             sysadmin: self.sysadmin,
             vars: &self.vars,
             server_name: self.engine.server_name(),
-            snapshot_txn: self.txn.as_ref().is_some_and(|t| t.snapshot),
+            // Outside an explicit transaction each statement is its own transaction
+            // at the session's isolation level.
+            snapshot_txn: self
+                .txn
+                .as_ref()
+                .map_or(self.isolation == Isolation::Snapshot, |t| t.snapshot),
             now: self.engine.now(),
             spid: self.spid,
             trancount: self.txn.as_ref().map_or(0, |t| t.depth),
@@ -233,10 +243,14 @@ impl Session {
         let now_ms = self.engine.now_ms();
         self.engine.mutate(|state| {
             let mut per_db: Vec<(String, Vec<Op>)> = Vec::new();
+            let mut touched: BTreeSet<(i64, Key)> = BTreeSet::new();
             for w in t.writes {
                 let mut changes = w.planned.changes;
                 let db = w.planned.database;
                 let table = w.planned.table_id;
+                if let Some(base) = &t.base {
+                    check_conflicts(state, base, &db, table, &changes, &mut touched)?;
+                }
                 storage::apply(state, &db, table, &mut changes, &|| {
                     error::snapshot_update_conflict(&table.to_string(), &db)
                 })?;
@@ -369,6 +383,7 @@ impl Session {
                             snapshot: self.isolation == Isolation::Snapshot,
                             depth: 1,
                             private: None,
+                            base: None,
                             writes: Vec::new(),
                         })
                     }
@@ -441,12 +456,62 @@ impl Session {
     }
 }
 
+/// Msg 3960: a SNAPSHOT transaction updating or deleting a row that another
+/// transaction changed after the snapshot was taken.
+fn check_conflicts(
+    committed: &State,
+    base: &State,
+    database: &str,
+    table: i64,
+    changes: &[RowChange],
+    touched: &mut BTreeSet<(i64, Key)>,
+) -> Result<(), SqlError> {
+    let now = committed
+        .database(database)
+        .and_then(|d| d.tables.get(&table));
+    let then = base.database(database).and_then(|d| d.tables.get(&table));
+    let (Some(now), Some(then)) = (now, then) else {
+        return Ok(());
+    };
+    for change in changes {
+        let (old, new) = match change {
+            RowChange::Update { old_key, key, .. } => (Some(old_key), key),
+            RowChange::Delete { key } => (Some(key), key),
+            RowChange::Insert { key, .. } => (None, key),
+        };
+        if let Some(old) = old {
+            if !touched.contains(&(table, old.clone())) {
+                let same = match (now.rows.get(old), then.rows.get(old)) {
+                    (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+                    _ => false,
+                };
+                if !same {
+                    return Err(error::snapshot_update_conflict(
+                        &format!(
+                            "{}.{}",
+                            committed
+                                .database(database)
+                                .and_then(|d| d.schema_name(now.schema_id))
+                                .unwrap_or("dbo"),
+                            now.name
+                        ),
+                        database,
+                    ));
+                }
+            }
+            touched.insert((table, old.clone()));
+        }
+        touched.insert((table, new.clone()));
+    }
+    Ok(())
+}
+
 /// Records an autocommitted statement's changes in change tracking.
 fn record(
     state: &mut State,
     database: &str,
     table: i64,
-    changes: Vec<super::change_tracking::RowChange>,
+    changes: Vec<RowChange>,
     context: Option<std::sync::Arc<[u8]>>,
     now_ms: u64,
 ) {
