@@ -189,3 +189,14 @@ fn schemas_and_use_switch_where_names_resolve() {
     let e = engine.execute("master", "USE Nope").expect_err("911");
     assert_eq!(e.number, 911);
 }
+
+#[test]
+fn nocount_hides_dml_row_counts() {
+    use testkit::mssql::types::{BackendSession, Outcome};
+    let engine = shop();
+    let mut s = engine.admin_session("Shop").expect("session");
+    let out = run(&mut s, "INSERT INTO dbo.Orders VALUES (1, N'a', 1); SET NOCOUNT ON; INSERT INTO dbo.Orders VALUES (2, N'b', 1)", &[]);
+    assert_eq!(out[0], Outcome::Done { row_count: Some(1) });
+    assert_eq!(out[2], Outcome::Done { row_count: None });
+    assert!(!s.in_transaction());
+}

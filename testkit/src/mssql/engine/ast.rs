@@ -314,6 +314,8 @@ pub enum StatementKind {
     SetIsolation(Isolation),
     /// `SET NOCOUNT ON` and the like: accepted, no effect on results here.
     SetOption,
+    /// `SET NOCOUNT ON|OFF`: whether DML reports its row count.
+    SetNoCount(bool),
     Begin,
     Commit,
     Rollback,

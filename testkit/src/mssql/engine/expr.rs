@@ -648,13 +648,13 @@ pub fn arithmetic(op: BinOp, a: Value, b: Value) -> Result<Value, SqlError> {
                 if *y == 0 {
                     return Err(error::divide_by_zero());
                 }
-                x / y
+                x.checked_div(*y).ok_or_else(overflow)?
             }
             _ => {
                 if *y == 0 {
                     return Err(error::divide_by_zero());
                 }
-                x % y
+                x.checked_rem(*y).ok_or_else(overflow)?
             }
         })),
         _ => {

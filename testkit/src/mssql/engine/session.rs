@@ -52,6 +52,8 @@ pub struct Session {
     txn: Option<Transaction>,
     vars: HashMap<String, Value>,
     spid: i64,
+    /// `SET NOCOUNT ON`: DML outcomes carry no row count.
+    nocount: bool,
 }
 
 impl Session {
@@ -71,6 +73,7 @@ impl Session {
             txn: None,
             vars: HashMap::new(),
             spid,
+            nocount: false,
         }
     }
 
@@ -197,9 +200,7 @@ impl Session {
                 t.private = Some(state);
                 t.writes.push(Pending { planned, context });
             }
-            return Ok(vec![Outcome::Done {
-                row_count: Some(count),
-            }]);
+            return Ok(vec![self.dml_done(count)]);
         }
         let now_ms = self.engine.now_ms();
         let count = {
@@ -228,9 +229,13 @@ impl Session {
                 Ok(count)
             })?
         };
-        Ok(vec![Outcome::Done {
-            row_count: Some(count),
-        }])
+        Ok(vec![self.dml_done(count)])
+    }
+
+    fn dml_done(&self, count: u64) -> Outcome {
+        Outcome::Done {
+            row_count: (!self.nocount).then_some(count),
+        }
     }
 
     fn commit(&mut self) -> Result<(), SqlError> {
@@ -375,6 +380,10 @@ impl Session {
                 done()
             }
             StatementKind::SetOption => done(),
+            StatementKind::SetNoCount(on) => {
+                self.nocount = *on;
+                done()
+            }
             StatementKind::Begin => {
                 match self.txn.as_mut() {
                     Some(t) => t.depth += 1,

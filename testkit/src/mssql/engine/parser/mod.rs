@@ -363,7 +363,7 @@ impl Parser {
                     let name = match self.advance() {
                         Some(Tok::Var(v)) => v,
                         _ => {
-                            self.pos -= 1;
+                            self.pos = self.pos.saturating_sub(1);
                             return Err(self.unexpected());
                         }
                     };
@@ -477,9 +477,17 @@ impl Parser {
                     self.pos += 1;
                     return Err(error::not_supported("IMPLICIT_TRANSACTIONS ON"));
                 }
+                let nocount = text.eq_ignore_ascii_case("NOCOUNT");
                 self.pos += 1;
-                if !(self.eat_kw("ON") || self.eat_kw("OFF")) {
+                let on = if self.eat_kw("ON") {
+                    true
+                } else if self.eat_kw("OFF") {
+                    false
+                } else {
                     return Err(self.unexpected());
+                };
+                if nocount {
+                    return Ok(StatementKind::SetNoCount(on));
                 }
                 return Ok(StatementKind::SetOption);
             }
@@ -489,7 +497,7 @@ impl Parser {
                 match self.advance() {
                     Some(Tok::Num(_)) => return Ok(StatementKind::SetOption),
                     _ => {
-                        self.pos -= 1;
+                        self.pos = self.pos.saturating_sub(1);
                         return Err(self.unexpected());
                     }
                 }
@@ -594,7 +602,7 @@ impl Parser {
             let password = match self.advance() {
                 Some(Tok::Str { text, .. }) => text,
                 _ => {
-                    self.pos -= 1;
+                    self.pos = self.pos.saturating_sub(1);
                     return Err(self.unexpected());
                 }
             };
@@ -720,7 +728,7 @@ impl Parser {
                         args.push(None)
                     }
                     _ => {
-                        self.pos -= 1;
+                        self.pos = self.pos.saturating_sub(1);
                         return Err(self.unexpected());
                     }
                 }
@@ -784,7 +792,7 @@ impl Parser {
                                     n.parse::<i64>().map_err(|_| self.unexpected())?
                                 }
                                 _ => {
-                                    self.pos -= 1;
+                                    self.pos = self.pos.saturating_sub(1);
                                     return Err(self.unexpected());
                                 }
                             };

@@ -68,7 +68,7 @@ impl Parser {
                         n.parse().map_err(|_| self.unexpected())?,
                     ))),
                     _ => {
-                        self.pos -= 1;
+                        self.pos = self.pos.saturating_sub(1);
                         return Err(self.unexpected());
                     }
                 }
@@ -140,7 +140,7 @@ impl Parser {
                 Some(Tok::Word { text, .. }) => Ok(Some(text)),
                 Some(Tok::Str { text, .. }) => Ok(Some(text)),
                 _ => {
-                    self.pos -= 1;
+                    self.pos = self.pos.saturating_sub(1);
                     Err(self.unexpected())
                 }
             };
@@ -223,7 +223,7 @@ impl Parser {
                             -n.parse::<i64>().map_err(|_| self.unexpected())?,
                         )),
                         _ => {
-                            self.pos -= 1;
+                            self.pos = self.pos.saturating_sub(1);
                             return Err(self.unexpected());
                         }
                     }
