@@ -198,9 +198,68 @@ fn enabling_tracking_needs_a_primary_key_and_database_tracking() {
     let e = engine
         .execute("Plain", "ALTER TABLE dbo.T ENABLE CHANGE_TRACKING")
         .expect_err("db off");
-    assert_eq!(e.number, 4994);
+    assert_eq!(e.number, 1718);
+    assert_eq!(e.message, "Change tracking must be enabled on database 'Plain' before it can be enabled on table 'dbo.T'.");
     let e = engine
         .execute("Shop", "ALTER DATABASE Shop SET CHANGE_TRACKING = OFF")
         .expect_err("tables tracked");
     assert_eq!(e.number, 22115);
+}
+
+#[test]
+fn changetable_needs_an_alias_and_context_needs_short_varbinary() {
+    let e = err("SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0)");
+    assert_eq!((e.number, e.class), (22104, 16));
+    assert_eq!(
+        e.message,
+        "A table returned by the CHANGETABLE function must be aliased."
+    );
+    let e = err("WITH CHANGE_TRACKING_CONTEXT (0x01) SELECT 1");
+    assert_eq!(e.number, 22108);
+    let e =
+        err("WITH CHANGE_TRACKING_CONTEXT (N'text') INSERT INTO dbo.Orders VALUES (1, N'a', 1)");
+    assert_eq!(e.number, 22109);
+    let e = err("SELECT CHANGE_TRACKING_IS_COLUMN_IN_MASK(1, 0x010203)");
+    assert_eq!(e.number, 22101);
+}
+
+#[test]
+fn database_change_tracking_settings_follow_sql_servers_rules() {
+    let engine = shop();
+    let e = engine
+        .execute("Shop", "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON")
+        .expect_err("already on");
+    assert_eq!(e.number, 5088);
+    engine
+        .execute(
+            "Shop",
+            "ALTER DATABASE CURRENT SET CHANGE_TRACKING (CHANGE_RETENTION = 90 MINUTES)",
+        )
+        .expect("retention");
+    let r = query(&engine, "Shop", "SELECT retention_period, retention_period_units, retention_period_units_desc FROM sys.change_tracking_databases");
+    assert_eq!(
+        r,
+        vec![vec![
+            Value::Int(90),
+            Value::Int(1),
+            Value::String("MINUTES".into())
+        ]]
+    );
+    engine
+        .execute("master", "CREATE DATABASE Plain")
+        .expect("db");
+    let e = engine
+        .execute("Plain", "ALTER DATABASE CURRENT SET CHANGE_TRACKING = OFF")
+        .expect_err("off already");
+    assert_eq!((e.number, e.state), (5089, 1));
+    engine
+        .execute("Shop", "ALTER TABLE dbo.Orders DISABLE CHANGE_TRACKING; ALTER DATABASE Shop SET CHANGE_TRACKING = OFF")
+        .expect("turn off");
+    assert_eq!(engine.current_version("Shop"), None);
+    assert!(query(
+        &engine,
+        "Shop",
+        "SELECT database_id FROM sys.change_tracking_databases"
+    )
+    .is_empty());
 }

@@ -266,7 +266,10 @@ pub fn alter_table_tracking(
     let display = format!("{schema}.{}", table.name);
     if enable {
         if !db_tracking {
-            return Err(error::change_tracking_not_enabled_on_database(&db_display));
+            return Err(error::change_tracking_not_enabled_on_database(
+                &db_display,
+                &display,
+            ));
         }
         if table.tracking.is_some() {
             return Err(error::change_tracking_already_enabled(&display));
@@ -336,6 +339,9 @@ pub fn alter_database(
                     db.tracking = Some(t);
                 }
                 Some(false) => {
+                    if db.tracking.is_none() {
+                        return Err(error::change_tracking_disabled_on_database(&db.name, 1));
+                    }
                     if db.tables.values().any(|t| t.tracking.is_some()) {
                         return Err(error::change_tracking_tables_still_tracked(&db.name));
                     }
@@ -344,13 +350,7 @@ pub fn alter_database(
                 }
                 None => match db.tracking.as_mut() {
                     Some(t) => apply(t),
-                    None => {
-                        return Err(SqlError::new(
-                            22117,
-                            16,
-                            format!("Change tracking is not enabled for database '{}'.", db.name),
-                        ))
-                    }
+                    None => return Err(error::change_tracking_disabled_on_database(&db.name, 2)),
                 },
             }
         }

@@ -462,13 +462,44 @@ pub fn change_tracking_already_enabled(name: &str) -> SqlError {
     )
 }
 
-/// Msg 4994: table-level change tracking while the database has it off.
-pub fn change_tracking_not_enabled_on_database(database: &str) -> SqlError {
+/// Msg 1718: table-level change tracking while the database has it off.
+pub fn change_tracking_not_enabled_on_database(database: &str, table: &str) -> SqlError {
     err(
-        4994,
+        1718,
         16,
         1,
-        format!("Change tracking must be enabled on database '{database}' before it can be enabled on table."),
+        format!("Change tracking must be enabled on database '{database}' before it can be enabled on table '{table}'."),
+    )
+}
+
+/// Msg 5089: change tracking settings of a database that does not track (state 1
+/// for turning it off, 2 for changing options).
+pub fn change_tracking_disabled_on_database(database: &str, state: u8) -> SqlError {
+    err(
+        5089,
+        16,
+        state,
+        format!("Change tracking is disabled for database '{database}'. Change tracking must be enabled on a database to modify change tracking settings."),
+    )
+}
+
+/// Msg 22109: a context that is not varbinary of at most 128 bytes.
+pub fn invalid_change_tracking_context() -> SqlError {
+    err(
+        22109,
+        16,
+        1,
+        "The \"context\" argument for the CHANGE_TRACKING_CONTEXT WITH clause must be of type varbinary data type with a maximum length of 128.".into(),
+    )
+}
+
+/// Msg 22101: a mask argument that did not come from CHANGETABLE.
+pub fn invalid_change_columns() -> SqlError {
+    err(
+        22101,
+        16,
+        1,
+        "The value supplied for the change_columns argument of CHANGE_TRACKING_IS_COLUMN_IN_MASK function is not valid. The value must be a bitmask returned by the CHANGETABLE(CHANGES ...) function.".into(),
     )
 }
 
@@ -488,7 +519,7 @@ pub fn change_tracking_tables_still_tracked(database: &str) -> SqlError {
         22115,
         16,
         1,
-        format!("Change tracking is enabled for one or more tables in database '{database}'. Disable change tracking on each table before disabling it for the database. Use sys.change_tracking_tables to obtain a list of tables for which change tracking is enabled."),
+        format!("Change tracking is enabled for one or more tables in database '{database}'. Disable change tracking on each table before disabling it for the database. Use the sys.change_tracking_tables catalog view to obtain a list of tables for which change tracking is enabled."),
     )
 }
 

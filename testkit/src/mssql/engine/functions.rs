@@ -233,7 +233,9 @@ pub fn call(f: Func, args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
             None => Value::Null,
         },
         Func::CtIsColumnInMask => match args.first().and_then(int_arg) {
-            Some(id) => change_tracking::is_column_in_mask(id, args.get(1).unwrap_or(&Value::Null)),
+            Some(id) => {
+                change_tracking::is_column_in_mask(id, args.get(1).unwrap_or(&Value::Null))?
+            }
             None => Value::Null,
         },
         Func::IsNull | Func::Coalesce => args

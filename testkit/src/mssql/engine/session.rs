@@ -299,22 +299,8 @@ impl Session {
                 let v = self.eval_scalar(context)?;
                 let ctx = match v {
                     Value::Null => None,
-                    Value::Binary(b) => {
-                        if b.len() > 128 {
-                            return Err(SqlError::new(
-                                8152,
-                                16,
-                                "String or binary data would be truncated.",
-                            ));
-                        }
-                        Some(std::sync::Arc::from(b))
-                    }
-                    other => {
-                        return Err(error::implicit_conversion(
-                            super::value::family_name(&other),
-                            "varbinary",
-                        ))
-                    }
+                    Value::Binary(b) if b.len() <= 128 => Some(std::sync::Arc::from(b)),
+                    _ => return Err(error::invalid_change_tracking_context()),
                 };
                 self.dml(&statement.kind, ctx)
             }

@@ -390,6 +390,16 @@ impl Parser {
                 let context = self.expr()?;
                 self.expect_sym(")")?;
                 let statement = Box::new(self.statement(false)?);
+                if matches!(statement.kind, StatementKind::Query(_)) {
+                    return Err(with_line(
+                        SqlError::new(
+                            22108,
+                            16,
+                            "The CHANGE_TRACKING_CONTEXT WITH clause cannot be used with a SELECT statement.",
+                        ),
+                        statement.line,
+                    ));
+                }
                 if !matches!(
                     statement.kind,
                     StatementKind::Insert { .. }

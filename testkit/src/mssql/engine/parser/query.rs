@@ -241,9 +241,9 @@ impl Parser {
             let alias = self.alias()?.ok_or_else(|| {
                 with_line(
                     SqlError::new(
-                        22103,
+                        22104,
                         16,
-                        "A table alias must be specified for the CHANGETABLE function.",
+                        "A table returned by the CHANGETABLE function must be aliased.",
                     ),
                     self.line(),
                 )
