@@ -59,6 +59,12 @@ fn unknown_procedure_and_function_are_2812_and_195() {
     let e = err("sp_who");
     assert_eq!((e.number, e.class), (2812, 16));
     assert_eq!(e.message, "Could not find stored procedure 'sp_who'.");
+    let e = err("EXEC dbo.usp_missing");
+    assert_eq!(e.number, 2812);
+    assert_eq!(
+        e.message,
+        "Could not find stored procedure 'dbo.usp_missing'."
+    );
     let e = err("SELECT NOSUCHFN(1)");
     assert_eq!(e.number, 195);
     assert_eq!(

@@ -314,6 +314,8 @@ pub enum StatementKind {
     SetIsolation(Isolation),
     /// `SET NOCOUNT ON` and the like: accepted, no effect on results here.
     SetOption,
+    /// `PRINT expr`: evaluated, its message is not carried by [`Outcome`](crate::mssql::types::Outcome).
+    Print(Expr),
     /// `SET NOCOUNT ON|OFF`: whether DML reports its row count.
     SetNoCount(bool),
     Begin,

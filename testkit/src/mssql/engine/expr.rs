@@ -85,6 +85,7 @@ pub enum Func {
     SysUtcDateTime,
     UserName,
     SuserName,
+    ServerProperty,
     Abs,
 }
 

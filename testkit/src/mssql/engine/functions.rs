@@ -46,6 +46,12 @@ pub fn bind_call(
         "SYSUTCDATETIME" => (Func::SysUtcDateTime, &[0], SqlType::DateTime2(7), false),
         "USER_NAME" => (Func::UserName, &[0], SYSNAME, true),
         "SUSER_NAME" | "SUSER_SNAME" => (Func::SuserName, &[0], SYSNAME, true),
+        "SERVERPROPERTY" => (
+            Func::ServerProperty,
+            &[1],
+            SqlType::NVarChar(Some(128)),
+            true,
+        ),
         _ => return Err(error::unknown_function(name)),
     };
     if func == Func::Coalesce {
@@ -273,6 +279,22 @@ pub fn call(f: Func, args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
             None => Value::String("guest".into()),
         },
         Func::SuserName => Value::String(env.login.into()),
+        Func::ServerProperty => {
+            let name = args
+                .first()
+                .and_then(str_arg)
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            match name.as_str() {
+                "productversion" => Value::String("16.0.1000.6".into()),
+                "productmajorversion" => Value::String("16".into()),
+                "edition" => Value::String("Developer Edition (64-bit)".into()),
+                "engineedition" => Value::String("3".into()),
+                "servername" | "machinename" => Value::String(env.server_name.into()),
+                "collation" => Value::String("SQL_Latin1_General_CP1_CI_AS".into()),
+                _ => Value::Null,
+            }
+        }
     })
 }
 

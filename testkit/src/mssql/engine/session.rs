@@ -366,6 +366,10 @@ impl Session {
                 done()
             }
             StatementKind::SetOption => done(),
+            StatementKind::Print(e) => {
+                self.eval_scalar(e)?;
+                done()
+            }
             StatementKind::SetNoCount(on) => {
                 self.nocount = *on;
                 done()

@@ -381,6 +381,18 @@ impl Parser {
                 }
                 Ok(StatementKind::Declare(vars))
             }
+            "EXEC" | "EXECUTE" => {
+                // No stored procedures exist here (sp_executesql arrives as an RPC
+                // the wire layer decodes), so any EXEC names a missing procedure.
+                self.pos += 1;
+                let line = self.line();
+                let name = self.object_name()?;
+                Err(with_line(error::unknown_procedure(&name.display()), line))
+            }
+            "PRINT" => {
+                self.pos += 1;
+                Ok(StatementKind::Print(self.expr()?))
+            }
             "WITH" => {
                 self.pos += 1;
                 if !self.eat_kw("CHANGE_TRACKING_CONTEXT") {
