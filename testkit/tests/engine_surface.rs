@@ -361,8 +361,9 @@ ORDER BY CT.SYS_CHANGE_VERSION, CT.[Id];";
             col("SYS_CHANGE_CONTEXT", SqlType::VarBinary(Some(128)), true),
             col("__changed_3", SqlType::Bit, true),
             col("__key_Id", SqlType::Int, false),
-            col("Id", SqlType::Int, false),
-            col("Customer", SqlType::NVarChar(Some(100)), false),
+            // The outer join's inner side is nullable whatever the table declares.
+            col("Id", SqlType::Int, true),
+            col("Customer", SqlType::NVarChar(Some(100)), true),
             col(
                 "Total",
                 SqlType::Decimal {

@@ -664,6 +664,17 @@ fn run_select(
         offsets.push(scope.columns.len());
         scope.columns.extend(s.columns.iter().cloned());
     }
+    // The inner side of an outer join yields NULLs, whatever its columns declare.
+    for (k, spec) in join_specs.iter().enumerate() {
+        if spec.kind == JoinKind::Left {
+            let level = k + 1;
+            for c in
+                &mut scope.columns[offsets[level]..offsets[level] + sources[level].columns.len()]
+            {
+                c.nullable = true;
+            }
+        }
+    }
     // ON clauses are bound against the sources joined so far (SQL Server's rule).
     let mut joins = Vec::new();
     for (k, spec) in join_specs.iter().enumerate() {
@@ -832,9 +843,14 @@ fn compare_keys(a: &[Value], b: &[Value], order: &[(Bound, bool)]) -> Ordering {
 pub fn run(query: &Query, env: &Env<'_>) -> Result<ResultSet, SqlError> {
     let mut rs = run_unconformed(query, env)?;
     for row in &mut rs.rows {
-        for (v, c) in row.iter_mut().zip(rs.columns.iter()) {
+        for (v, c) in row.iter_mut().zip(rs.columns.iter_mut()) {
             if !super::value::fits_family(v, &c.ty) {
                 *v = super::value::conform(std::mem::replace(v, Value::Null), &c.ty)?;
+            }
+            // The wire layer encodes NOT NULL columns with fixed-length types; a
+            // NULL there would be unencodable, so the metadata must admit it.
+            if matches!(v, Value::Null) {
+                c.nullable = true;
             }
         }
     }
