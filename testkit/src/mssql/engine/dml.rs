@@ -51,26 +51,44 @@ fn writable<'e>(
     Ok((db, table))
 }
 
-/// Converts and checks a full row for `table`.
+/// Converts and checks a full row for `table`. Names for messages are built only
+/// when a check fails (this runs once per row of every write).
 pub fn check_row(
     db: &Database,
     table: &Table,
     values: Vec<Value>,
     statement: &str,
 ) -> Result<Vec<Value>, SqlError> {
-    let full = full_name(db, table);
     let mut out = Vec::with_capacity(values.len());
     for (v, c) in values.into_iter().zip(table.columns.iter()) {
         let v = coerce(
             v,
             &c.ty,
             &Target {
-                table: &full,
+                table: "",
                 column: &c.name,
             },
-        )?;
+        )
+        .map_err(|e| {
+            if e.number == 2628 {
+                // Name the table in the truncation message.
+                let full = full_name(db, table);
+                SqlError {
+                    message: e
+                        .message
+                        .replacen("table ''", &format!("table '{full}'"), 1),
+                    ..e
+                }
+            } else {
+                e
+            }
+        })?;
         if matches!(v, Value::Null) && !c.nullable {
-            return Err(error::null_not_allowed(&c.name, &full, statement));
+            return Err(error::null_not_allowed(
+                &c.name,
+                &full_name(db, table),
+                statement,
+            ));
         }
         out.push(v);
     }

@@ -236,6 +236,34 @@ enum Access {
     Full,
     From(Key),
     Point(Vec<Bound>),
+    /// CHANGETABLE rows up to this SYS_CHANGE_VERSION (they come in version order,
+    /// so the scan stops there instead of filtering the rest).
+    UpToVersion(i64),
+}
+
+/// An upper bound on column 0 (`SYS_CHANGE_VERSION`) implied by an AND-only filter.
+fn version_upper_bound(filter: Option<&Bound>) -> Option<i64> {
+    let f = filter?;
+    if f.disjuncts().len() != 1 {
+        return None;
+    }
+    let mut best: Option<i64> = None;
+    for c in f.conjuncts() {
+        let Bound::Bin(op, a, b) = c else {
+            continue;
+        };
+        let bound = match (op, a.as_ref(), b.as_ref()) {
+            (BinOp::Le | BinOp::Eq, Bound::Col(0), Bound::Const(Value::Int(v)))
+            | (BinOp::Ge | BinOp::Eq, Bound::Const(Value::Int(v)), Bound::Col(0)) => Some(*v),
+            (BinOp::Lt, Bound::Col(0), Bound::Const(Value::Int(v)))
+            | (BinOp::Gt, Bound::Const(Value::Int(v)), Bound::Col(0)) => Some(v.saturating_sub(1)),
+            _ => None,
+        };
+        if let Some(v) = bound {
+            best = Some(best.map_or(v, |b| b.min(v)));
+        }
+    }
+    best
 }
 
 struct Plan<'s> {
@@ -371,7 +399,7 @@ impl Plan<'_> {
                         }
                     }
                 }
-                Access::Full => {
+                Access::Full | Access::UpToVersion(_) => {
                     for row in t.rows.values() {
                         if !emit(row, &mut buf)? {
                             break;
@@ -380,7 +408,14 @@ impl Plan<'_> {
                 }
             },
             Rows::Changes { tracking, since } => {
+                let upper = match self.access {
+                    Access::UpToVersion(v) => v,
+                    _ => i64::MAX,
+                };
                 for c in change_tracking::changes_since(tracking, *since) {
+                    if c.version > upper {
+                        break;
+                    }
                     let values = change_values(c);
                     if !emit(&values, &mut buf)? {
                         break;
@@ -717,6 +752,9 @@ fn run_select(
         let plan = Plan {
             access: match sources.first().map(|s| &s.rows) {
                 Some(Rows::Table(t)) => table_access(filter.as_ref(), &t.primary_key),
+                Some(Rows::Changes { .. }) => {
+                    version_upper_bound(filter.as_ref()).map_or(Access::Full, Access::UpToVersion)
+                }
                 _ => Access::Full,
             },
             sources,
@@ -771,7 +809,10 @@ fn run_select(
     }
     let access = match &sources[0].rows {
         Rows::Table(t) => table_access(filter.as_ref(), &t.primary_key),
-        _ => Access::Full,
+        Rows::Changes { .. } => {
+            version_upper_bound(filter.as_ref()).map_or(Access::Full, Access::UpToVersion)
+        }
+        Rows::Materialized(_) => Access::Full,
     };
     let natural = &sources[0].natural_order;
     let presorted = order.len() <= natural.len()
@@ -983,7 +1024,7 @@ pub fn matching_rows(
                 check(key, row)?;
             }
         }
-        Access::Full => {
+        Access::Full | Access::UpToVersion(_) => {
             for (key, row) in table.rows.iter() {
                 check(key, row)?;
             }

@@ -322,24 +322,31 @@ impl Txn<'_> {
             return Err(error::insert_value_count());
         }
         let values = dml::check_row(db, t, row, "INSERT")?;
-        let schema = db.schema_name(t.schema_id).unwrap_or("dbo").to_string();
+        let key = (!t.primary_key.is_empty()).then(|| t.key_of(&values));
+        if let Some(k) = &key {
+            if t.rows.contains_key(k) {
+                return Err(error::duplicate_key(
+                    t.pk_name.as_deref().unwrap_or("PK"),
+                    &format!(
+                        "{}.{}",
+                        db.schema_name(t.schema_id).unwrap_or("dbo"),
+                        t.name
+                    ),
+                    &k.display(),
+                ));
+            }
+        }
         let t = db
             .tables
             .get_mut(&id)
             .ok_or_else(|| error::invalid_object(table))?;
-        let key = if t.primary_key.is_empty() {
-            t.next_row_id += 1;
-            Key::new(vec![Value::Int(t.next_row_id - 1)])
-        } else {
-            t.key_of(&values)
+        let key = match key {
+            Some(k) => k,
+            None => {
+                t.next_row_id += 1;
+                Key::new(vec![Value::Int(t.next_row_id - 1)])
+            }
         };
-        if t.rows.contains_key(&key) {
-            return Err(error::duplicate_key(
-                t.pk_name.as_deref().unwrap_or("PK"),
-                &format!("{schema}.{}", t.name),
-                &key.display(),
-            ));
-        }
         let row: Row = Row::from(values);
         t.rows.insert(key.clone(), row.clone());
         self.ops.push(Op {
