@@ -453,3 +453,82 @@ fn engine_transaction_commits_one_version_and_rolls_back_on_error() {
         1
     );
 }
+
+#[test]
+fn changes_above_the_queried_upper_bound_are_left_out() {
+    let engine = shop();
+    for i in 1..=5 {
+        engine
+            .execute(
+                "Shop",
+                &format!("INSERT INTO dbo.Orders VALUES ({i}, N'c', 1)"),
+            )
+            .expect("insert");
+    }
+    let r = query(
+        &engine,
+        "Shop",
+        "SELECT CT.Id FROM CHANGETABLE(CHANGES dbo.Orders, 1) AS CT WHERE CT.SYS_CHANGE_VERSION <= 3 ORDER BY CT.SYS_CHANGE_VERSION",
+    );
+    assert_eq!(r, vec![vec![Value::Int(2)], vec![Value::Int(3)]]);
+    let r = query(
+        &engine,
+        "Shop",
+        "SELECT CT.Id FROM CHANGETABLE(CHANGES dbo.Orders, 1) AS CT WHERE 4 > CT.SYS_CHANGE_VERSION AND CT.Id > 2",
+    );
+    assert_eq!(r, vec![vec![Value::Int(3)]]);
+}
+
+#[test]
+fn a_polling_reader_sees_every_change_once_while_a_writer_commits() {
+    use testkit::mssql::types::BackendSession;
+    let engine = shop();
+    let writer_engine = engine.clone();
+    let writer = std::thread::spawn(move || {
+        for t in 0..200i64 {
+            writer_engine
+                .transaction("Shop", |x| {
+                    for i in 0..50 {
+                        x.insert(
+                            "dbo.Orders",
+                            vec![
+                                Value::Int(t * 50 + i),
+                                Value::String("w".into()),
+                                Value::Null,
+                            ],
+                        )?;
+                    }
+                    Ok(())
+                })
+                .expect("commit");
+        }
+    });
+    let mut reader = engine.admin_session("Shop").expect("reader");
+    let mut checkpoint = 0i64;
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let done = writer.is_finished();
+        let out = run(&mut reader, "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION; SELECT CHANGE_TRACKING_CURRENT_VERSION()", &[]);
+        let Value::Int(upper) = rows(&out)[0][0] else {
+            panic!("version")
+        };
+        let out = run(
+            &mut reader,
+            "SELECT CT.Id FROM CHANGETABLE(CHANGES dbo.Orders, @P1) AS CT WHERE CT.SYS_CHANGE_VERSION <= @P2 ORDER BY CT.SYS_CHANGE_VERSION, CT.Id",
+            &[p("@P1", Value::Int(checkpoint)), p("@P2", Value::Int(upper))],
+        );
+        for r in rows(&out) {
+            let Value::Int(id) = r[0] else { panic!("id") };
+            assert!(seen.insert(id), "id {id} delivered twice");
+        }
+        run(&mut reader, "COMMIT TRANSACTION", &[]);
+        assert!(upper >= checkpoint);
+        checkpoint = upper;
+        if done && checkpoint == engine.current_version("Shop").expect("on") {
+            break;
+        }
+    }
+    writer.join().expect("writer");
+    assert_eq!(seen.len(), 10_000);
+    assert_eq!(checkpoint, 200);
+}
