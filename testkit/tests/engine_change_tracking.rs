@@ -481,7 +481,6 @@ fn changes_above_the_queried_upper_bound_are_left_out() {
 
 #[test]
 fn a_polling_reader_sees_every_change_once_while_a_writer_commits() {
-    use testkit::mssql::types::BackendSession;
     let engine = shop();
     let writer_engine = engine.clone();
     let writer = std::thread::spawn(move || {
