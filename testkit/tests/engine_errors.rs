@@ -269,3 +269,47 @@ fn database_change_tracking_settings_follow_sql_servers_rules() {
     )
     .is_empty());
 }
+
+#[test]
+fn conversion_failures_use_sql_servers_numbers() {
+    let engine = shop();
+    engine
+        .execute("Shop", "CREATE TABLE dbo.Conv (Id int PRIMARY KEY, T tinyint NULL, D decimal(4,2) NULL, W datetime2 NULL, G uniqueidentifier NULL)")
+        .expect("table");
+    let mut s = engine.admin_session("Shop").expect("session");
+    let e = error_of(&mut s, "INSERT INTO dbo.Conv (Id, T) VALUES (1, 300)", &[]);
+    assert_eq!(e.number, 220);
+    assert_eq!(
+        e.message,
+        "Arithmetic overflow error for data type tinyint, value = 300."
+    );
+    let e = error_of(
+        &mut s,
+        "INSERT INTO dbo.Conv (Id, D) VALUES (1, 123.45)",
+        &[],
+    );
+    assert_eq!(e.number, 8115);
+    assert_eq!(
+        e.message,
+        "Arithmetic overflow error converting numeric to data type numeric."
+    );
+    let e = error_of(&mut s, "INSERT INTO dbo.Conv (Id) VALUES ('abc')", &[]);
+    assert_eq!(e.number, 245);
+    assert_eq!(
+        e.message,
+        "Conversion failed when converting the varchar value 'abc' to data type int."
+    );
+    let e = error_of(
+        &mut s,
+        "INSERT INTO dbo.Conv (Id, W) VALUES (1, 'not a date')",
+        &[],
+    );
+    assert_eq!(e.number, 241);
+    let e = error_of(
+        &mut s,
+        "INSERT INTO dbo.Conv (Id, G) VALUES (1, 'nope')",
+        &[],
+    );
+    assert_eq!(e.number, 8169);
+    assert_eq!(error_of(&mut s, "SELECT 1 / 0", &[]).number, 8134);
+}

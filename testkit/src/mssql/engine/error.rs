@@ -175,13 +175,21 @@ pub fn conversion_failed(from: &str, value: &str, to: &str) -> SqlError {
     )
 }
 
-/// Msg 241/8114-like: a string that does not convert to a date/time or other type.
+/// Msg 241 (date/time from a string) or 8169 (uniqueidentifier from a string).
 pub fn conversion_failed_generic(to: &str) -> SqlError {
+    if to == "uniqueidentifier" {
+        return err(
+            8169,
+            16,
+            2,
+            "Conversion failed when converting from a character string to uniqueidentifier.".into(),
+        );
+    }
     err(
         241,
         16,
         1,
-        format!("Conversion failed when converting date and/or time from character string. (target {to})"),
+        "Conversion failed when converting date and/or time from character string.".into(),
     )
 }
 
@@ -207,13 +215,33 @@ pub fn implicit_conversion(from: &str, to: &str) -> SqlError {
     )
 }
 
-/// Msg 220/8115: a value outside its integer type.
+/// Msg 8115: a value that does not fit its target type.
 pub fn arithmetic_overflow(ty: &str) -> SqlError {
     err(
         8115,
         16,
         2,
         format!("Arithmetic overflow error converting expression to data type {ty}."),
+    )
+}
+
+/// Msg 8115 as worded for a conversion from a known type (`numeric` → `numeric`).
+pub fn arithmetic_overflow_from(from: &str, to: &str) -> SqlError {
+    err(
+        8115,
+        16,
+        8,
+        format!("Arithmetic overflow error converting {from} to data type {to}."),
+    )
+}
+
+/// Msg 220: an integer constant outside tinyint/smallint.
+pub fn integer_overflow(ty: &str, value: i64) -> SqlError {
+    err(
+        220,
+        16,
+        1,
+        format!("Arithmetic overflow error for data type {ty}, value = {value}."),
     )
 }
 

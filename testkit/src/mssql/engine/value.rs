@@ -473,7 +473,11 @@ pub fn coerce(v: Value, ty: &SqlType, target: &Target<'_>) -> Result<Value, SqlE
                 other => return Err(error::operand_clash(family_name(&other), name)),
             };
             if i < lo || i > hi {
-                return Err(error::arithmetic_overflow(name));
+                return Err(if matches!(ty, SqlType::TinyInt | SqlType::SmallInt) {
+                    error::integer_overflow(name, i)
+                } else {
+                    error::arithmetic_overflow(name)
+                });
             }
             Ok(Value::Int(i))
         }
@@ -491,9 +495,10 @@ pub fn coerce(v: Value, ty: &SqlType, target: &Target<'_>) -> Result<Value, SqlE
                     .ok_or_else(|| error::conversion_failed("varchar", &s, "numeric"))?,
                 other => return Err(error::operand_clash(family_name(&other), tyname)),
             };
+            let from = if s == 0 { "int" } else { "numeric" };
             let value = rescale(value, s, *scale);
             if value.unsigned_abs() >= 10u128.pow(u32::from(*precision)) {
-                return Err(error::arithmetic_overflow("numeric"));
+                return Err(error::arithmetic_overflow_from(from, "numeric"));
             }
             Ok(Value::Decimal {
                 value,
