@@ -102,6 +102,7 @@ impl Engine {
         wall_ms().saturating_add(self.inner.clock_offset_ms.load(Ordering::Relaxed))
     }
 
+    /// The engine clock as a date-time (GETDATE and catalog dates).
     pub(super) fn now(&self) -> NaiveDateTime {
         DateTime::from_timestamp_millis(i64::try_from(self.now_ms()).unwrap_or(0))
             .map(|d| d.naive_utc())

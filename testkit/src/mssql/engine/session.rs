@@ -57,6 +57,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session for an authenticated login in `database`.
     pub(super) fn new(
         engine: Engine,
         login: String,

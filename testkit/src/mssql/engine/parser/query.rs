@@ -9,6 +9,7 @@ use crate::mssql::engine::lexer::{with_line, Tok};
 use crate::mssql::types::{SqlError, Value};
 
 impl Parser {
+    /// A query: SELECTs joined by UNION ALL, then ORDER BY.
     pub(super) fn query(&mut self) -> PResult<Query> {
         let mut branches = vec![self.select_branch()?];
         while self.is_kw("UNION") {
@@ -38,7 +39,7 @@ impl Parser {
         Ok(Query { branches, order_by })
     }
 
-    pub(super) fn select_branch(&mut self) -> PResult<Select> {
+    fn select_branch(&mut self) -> PResult<Select> {
         if self.eat_sym("(") {
             let q = self.query()?;
             self.expect_sym(")")?;
@@ -104,7 +105,7 @@ impl Parser {
         })
     }
 
-    pub(super) fn select_item(&mut self) -> PResult<SelectItem> {
+    fn select_item(&mut self) -> PResult<SelectItem> {
         if self.eat_sym("*") {
             return Ok(SelectItem::Star(None));
         }
@@ -134,7 +135,7 @@ impl Parser {
         Ok(SelectItem::Expr { expr, alias })
     }
 
-    pub(super) fn alias(&mut self) -> PResult<Option<String>> {
+    fn alias(&mut self) -> PResult<Option<String>> {
         if self.eat_kw("AS") {
             return match self.advance() {
                 Some(Tok::Word { text, .. }) => Ok(Some(text)),
@@ -155,7 +156,7 @@ impl Parser {
         }
     }
 
-    pub(super) fn from(&mut self) -> PResult<From> {
+    fn from(&mut self) -> PResult<From> {
         let first = self.table_ref()?;
         let mut joins = Vec::new();
         loop {
@@ -194,7 +195,7 @@ impl Parser {
         Ok(From { first, joins })
     }
 
-    pub(super) fn table_ref(&mut self) -> PResult<TableRef> {
+    fn table_ref(&mut self) -> PResult<TableRef> {
         if self.is_kw("CHANGETABLE") {
             self.pos += 1;
             self.expect_sym("(")?;
@@ -273,11 +274,12 @@ impl Parser {
 
     // ---- expressions ----
 
+    /// A scalar or boolean expression (lowest precedence: OR).
     pub(super) fn expr(&mut self) -> PResult<Expr> {
         self.or_expr()
     }
 
-    pub(super) fn or_expr(&mut self) -> PResult<Expr> {
+    fn or_expr(&mut self) -> PResult<Expr> {
         let mut left = self.and_expr()?;
         while self.eat_kw("OR") {
             let right = self.and_expr()?;
@@ -290,7 +292,7 @@ impl Parser {
         Ok(left)
     }
 
-    pub(super) fn and_expr(&mut self) -> PResult<Expr> {
+    fn and_expr(&mut self) -> PResult<Expr> {
         let mut left = self.not_expr()?;
         while self.eat_kw("AND") {
             let right = self.not_expr()?;
@@ -303,14 +305,14 @@ impl Parser {
         Ok(left)
     }
 
-    pub(super) fn not_expr(&mut self) -> PResult<Expr> {
+    fn not_expr(&mut self) -> PResult<Expr> {
         if self.eat_kw("NOT") {
             return Ok(Expr::Not(Box::new(self.not_expr()?)));
         }
         self.comparison()
     }
 
-    pub(super) fn comparison(&mut self) -> PResult<Expr> {
+    fn comparison(&mut self) -> PResult<Expr> {
         let left = self.additive()?;
         let op = match self.peek() {
             Some(Tok::Sym("=")) => Some(BinOp::Eq),
@@ -387,7 +389,7 @@ impl Parser {
         Ok(left)
     }
 
-    pub(super) fn additive(&mut self) -> PResult<Expr> {
+    fn additive(&mut self) -> PResult<Expr> {
         let mut left = self.multiplicative()?;
         loop {
             let op = if self.is_sym("+") {
@@ -408,7 +410,7 @@ impl Parser {
         Ok(left)
     }
 
-    pub(super) fn multiplicative(&mut self) -> PResult<Expr> {
+    fn multiplicative(&mut self) -> PResult<Expr> {
         let mut left = self.unary()?;
         loop {
             let op = if self.is_sym("*") {
@@ -431,7 +433,7 @@ impl Parser {
         Ok(left)
     }
 
-    pub(super) fn unary(&mut self) -> PResult<Expr> {
+    fn unary(&mut self) -> PResult<Expr> {
         if self.eat_sym("-") {
             return Ok(Expr::Neg(Box::new(self.unary()?)));
         }
@@ -441,7 +443,7 @@ impl Parser {
         self.primary()
     }
 
-    pub(super) fn primary(&mut self) -> PResult<Expr> {
+    fn primary(&mut self) -> PResult<Expr> {
         let Some(tok) = self.peek().cloned() else {
             return Err(self.unexpected());
         };
@@ -568,11 +570,11 @@ impl Parser {
         }
     }
 
-    pub(super) fn is_sym_at(&self, k: usize, s: &str) -> bool {
+    fn is_sym_at(&self, k: usize, s: &str) -> bool {
         matches!(self.peek_at(k), Some(Tok::Sym(x)) if *x == s)
     }
 
-    pub(super) fn case(&mut self) -> PResult<Expr> {
+    fn case(&mut self) -> PResult<Expr> {
         self.pos += 1;
         let operand = if self.is_kw("WHEN") {
             None
