@@ -68,6 +68,10 @@ fn missing_database_or_no_user_there_is_4060() {
         .expect("no user");
     assert_eq!(e.number, 4060);
     assert!(login(&engine, "app", "App-Passw0rd!", Some("Shop")).is_ok());
+    // master admits every login through its guest user; the default database is master.
+    let s = login(&engine, "app", "App-Passw0rd!", None).expect("master via guest");
+    use testkit::mssql::types::BackendSession;
+    assert_eq!(s.database(), "master");
 }
 
 #[test]

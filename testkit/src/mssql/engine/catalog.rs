@@ -240,6 +240,12 @@ impl Database {
             .map(|t| t.object_id)
     }
 
+    /// Whether a login may open this database: it has a user here, or the
+    /// database is `master`, where the `guest` user is enabled as in SQL Server.
+    pub fn admits(&self, login: &str) -> bool {
+        self.database_id == 1 || self.user_for_login(login).is_some()
+    }
+
     /// The user a login maps to in this database.
     pub fn user_for_login(&self, login: &str) -> Option<&User> {
         let l = ci(login);

@@ -230,7 +230,7 @@ impl Backend for Engine {
         let db = state
             .database(dbname)
             .ok_or_else(|| error::cannot_open_database(dbname))?;
-        if !login.sysadmin && db.user_for_login(&login.name).is_none() {
+        if !login.sysadmin && !db.admits(&login.name) {
             return Err(error::cannot_open_database(dbname));
         }
         Ok(Session::new(

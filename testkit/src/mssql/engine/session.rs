@@ -356,7 +356,7 @@ impl Session {
                 let Some(d) = state.database(db) else {
                     return Err(error::database_not_found(db));
                 };
-                if !self.sysadmin && d.user_for_login(&self.login).is_none() {
+                if !self.sysadmin && !d.admits(&self.login) {
                     return Err(error::cannot_access_database(&self.login, &d.name));
                 }
                 self.database = d.name.clone();
