@@ -144,7 +144,8 @@ impl Engine {
 
     /// Fast path for benchmarks and workloads: runs `f` as one committed transaction
     /// (one change-tracking version for all its changes), without SQL parsing. If
-    /// `f` fails nothing is committed.
+    /// `f` fails nothing is committed. `f` runs under the engine lock, so it must not
+    /// call back into the engine (that would deadlock); other sessions wait for it.
     pub fn transaction<R>(
         &self,
         database: &str,
