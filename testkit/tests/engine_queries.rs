@@ -204,4 +204,69 @@ mod engine {
         assert_eq!(out[2], Outcome::Done { row_count: None });
         assert!(!s.in_transaction());
     }
+
+    #[test]
+    fn smallmoney_and_smalldatetime_are_reported_as_declared() {
+        let engine = shop();
+        engine
+            .execute(
+                "Shop",
+                "CREATE TABLE dbo.Small (Id int PRIMARY KEY, Price smallmoney NULL, At smalldatetime NULL)",
+            )
+            .expect("table");
+        let r = query(
+            &engine,
+            "Shop",
+            "SELECT t.name, c.max_length, c.precision, c.scale FROM sys.columns AS c JOIN sys.types AS t ON t.user_type_id = c.user_type_id WHERE c.object_id = OBJECT_ID(N'dbo.Small') AND c.column_id > 1 ORDER BY c.column_id",
+        );
+        let s = |x: &str| Value::String(x.into());
+        assert_eq!(
+            r,
+            vec![
+                vec![
+                    s("smallmoney"),
+                    Value::Int(4),
+                    Value::Int(10),
+                    Value::Int(4)
+                ],
+                vec![
+                    s("smalldatetime"),
+                    Value::Int(4),
+                    Value::Int(16),
+                    Value::Int(0)
+                ],
+            ]
+        );
+        engine
+            .execute(
+                "Shop",
+                "INSERT INTO dbo.Small VALUES (1, 12.5, '2024-01-02 03:04:40')",
+            )
+            .expect("insert");
+        let r = query(
+            &engine,
+            "Shop",
+            "SELECT Price, CAST(Price AS decimal(10,4)), At FROM dbo.Small",
+        );
+        assert_eq!(r[0][0], Value::Money(125_000));
+        assert_eq!(
+            r[0][1],
+            Value::Decimal {
+                value: 125_000,
+                scale: 4
+            }
+        );
+        assert_eq!(
+            r[0][2],
+            Value::DateTime(
+                chrono::NaiveDate::from_ymd_opt(2024, 1, 2)
+                    .and_then(|d| d.and_hms_opt(3, 5, 0))
+                    .expect("date")
+            )
+        );
+        let e = engine
+            .execute("Shop", "INSERT INTO dbo.Small VALUES (2, 300000, NULL)")
+            .expect_err("smallmoney range");
+        assert_eq!(e.number, 8115);
+    }
 }

@@ -90,6 +90,7 @@ pub fn check_row(
                 statement,
             ));
         }
+        let v = narrow_declared(v, &c.type_name)?;
         out.push(v);
     }
     Ok(out)
@@ -242,4 +243,30 @@ pub fn table_by_text(db: &Database, name: &str) -> Result<i64, SqlError> {
     let parsed = super::parser::parse_object_name(name)?;
     db.table_id(parsed.schema().unwrap_or("dbo"), parsed.object())
         .ok_or_else(|| error::invalid_object(name))
+}
+
+/// Range and precision of declared types stored as a wider type (smallmoney,
+/// smalldatetime).
+fn narrow_declared(v: Value, type_name: &str) -> Result<Value, SqlError> {
+    match (type_name, v) {
+        ("smallmoney", Value::Money(m)) => {
+            if i32::try_from(m).is_err() {
+                return Err(error::arithmetic_overflow("smallmoney"));
+            }
+            Ok(Value::Money(m))
+        }
+        ("smalldatetime", Value::DateTime(d)) => {
+            use chrono::{Duration, NaiveTime, Timelike};
+            let minute = d.date().and_time(
+                NaiveTime::from_hms_opt(d.hour(), d.minute(), 0).unwrap_or(NaiveTime::MIN),
+            );
+            // Rounded to the nearest minute.
+            Ok(Value::DateTime(if d.second() >= 30 {
+                minute + Duration::minutes(1)
+            } else {
+                minute
+            }))
+        }
+        (_, v) => Ok(v),
+    }
 }
