@@ -1,1 +1,299 @@
-//! cdc-sidecar: SQL Server Change Tracking → Pulsar + Redis Pub/Sub.
+//! cdc-sidecar: SQL Server Change Tracking → Apache Pulsar + Redis Pub/Sub.
+//!
+//! The library holds the whole pipeline so tests and benchmarks drive exactly what the
+//! binary runs: [`run`] checks the database, resumes each table from its checkpoint,
+//! and streams until the cancellation token fires.
+//!
+//! ```text
+//! source (tiberius) ──► tracker::Reader ──► per-table DeliveryTask ──► sinks (Pulsar, Redis)
+//!                                                        └──► checkpoint (Redis)
+//! ```
+
+pub mod checkpoint;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod sink;
+pub mod source;
+pub mod tracker;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::checkpoint::{CheckpointError, CheckpointStore, RedisCheckpointStore};
+use crate::config::{render_template, Config, Secret};
+use crate::metrics::Metrics;
+use crate::sink::{PulsarSink, RedisPubSubSink, Route, Sink, SinkError};
+use crate::source::check::{CheckReport, SetupProblem};
+use crate::source::SourceError;
+use crate::tracker::{DeliveryTask, Health, Reader, TableStart};
+
+/// Why the sidecar stopped with an error. The binary maps each to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("database setup is incomplete:\n{}", format_problems(.0))]
+    Setup(Vec<SetupProblem>),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("sink: {0}")]
+    Sink(#[from] SinkError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("http listener on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+}
+
+fn format_problems(problems: &[SetupProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl RunError {
+    /// The process exit code: 2 bad configuration, 3 database setup, 1 anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Config(_) => 2,
+            RunError::Setup(_) => 3,
+            RunError::Source(SourceError::Server { code: 18456 | 4060, .. }) => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// A Redis client for `url`, with the password from config when it is not in the URL.
+pub fn redis_client(url: &str, password: Option<&Secret>) -> Result<redis::Client, redis::RedisError> {
+    let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
+    if let Some(p) = password {
+        let settings = info.redis_settings().clone().set_password(p.expose());
+        info = info.set_redis_settings(settings);
+    }
+    redis::Client::open(info)
+}
+
+/// Connects to SQL Server and runs the startup checks (`cdc-sidecar check`).
+pub async fn check(config: &Config) -> Result<CheckReport, RunError> {
+    let mut client = source::connect(&config.source).await?;
+    let report = source::check::check(&mut client, config).await?;
+    let _ = client.close().await;
+    Ok(report)
+}
+
+/// The checkpoint store of the configured database.
+pub async fn checkpoint_store(config: &Config) -> Result<RedisCheckpointStore, RunError> {
+    let client = redis_client(&config.checkpoint.url, config.checkpoint.password.as_ref())?;
+    Ok(RedisCheckpointStore::connect(client, &config.checkpoint.key_prefix, &config.source.database).await?)
+}
+
+/// How long the database lease lives without renewal: a crashed sidecar blocks its
+/// successor for at most this long.
+const LEASE_TTL: Duration = Duration::from_secs(15);
+
+/// Runs the sidecar until `shutdown` is cancelled: checks, resumes, streams, then
+/// drains what was read, writes checkpoints and closes connections.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let metrics = Metrics::new()?;
+    run_with_metrics(config, metrics, shutdown).await
+}
+
+/// [`run`] with a caller-owned metrics registry (tests and benchmarks read it).
+pub async fn run_with_metrics(config: Config, metrics: Metrics, shutdown: CancellationToken) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let health = Arc::new(Health::default());
+    let tasks = TaskTracker::new();
+
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| RunError::Http {
+            addr: config.http.listen,
+            source,
+        })?;
+    let stall_after = Duration::from_secs(30)
+        + config.poll.max_interval() * 3
+        + Duration::from_millis(config.source.connect_timeout_ms);
+    {
+        let (metrics, health, shutdown) = (metrics.clone(), health.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(error) = http::serve(listener, metrics, health, stall_after, shutdown).await {
+                warn!(%error, "http server stopped");
+            }
+        });
+    }
+
+    let result = run_pipeline(config, metrics, health, &tasks, shutdown.clone()).await;
+    // Whatever happened, stop the HTTP server and wait for every task.
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    result
+}
+
+async fn run_pipeline(
+    config: Arc<Config>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let mut client = source::connect(&config.source).await?;
+    let report = source::check::check(&mut client, &config).await?;
+    if !report.problems.is_empty() {
+        return Err(RunError::Setup(report.problems));
+    }
+    let identity = report.identity.clone();
+    info!(server = %identity.server, database = %identity.database, tables = report.tables.len(), "startup checks passed");
+
+    let store = Arc::new(checkpoint_store(&config).await?);
+    let holder = format!("{}:{}", hostname(), std::process::id());
+    let mut announced = false;
+    while !store.try_lock(&holder, LEASE_TTL.as_millis() as u64).await? {
+        if !announced {
+            let other = store.lock_holder().await?.unwrap_or_default();
+            warn!(holder = %other, "another sidecar holds this database's lease; waiting for it to stop");
+            announced = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+    let lease_token = CancellationToken::new();
+    {
+        let (store, holder, lease_token) = (store.clone(), holder.clone(), lease_token.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(LEASE_TTL / 3) => {}
+                    _ = lease_token.cancelled() => break,
+                }
+                match store.try_lock(&holder, LEASE_TTL.as_millis() as u64).await {
+                    Ok(true) => {}
+                    Ok(false) => warn!("lost this database's lease to another sidecar"),
+                    Err(error) => warn!(%error, "could not renew the lease"),
+                }
+            }
+            let _ = store.unlock(&holder).await;
+        });
+    }
+
+    let routes: Vec<Arc<Route>> = report
+        .tables
+        .iter()
+        .map(|t| {
+            let tc = config.tables.iter().find(|c| c.name == t.name);
+            let topic = tc
+                .and_then(|c| c.topic.clone())
+                .unwrap_or_else(|| config.sinks.pulsar.topic.clone());
+            let channel = tc
+                .and_then(|c| c.channel.clone())
+                .unwrap_or_else(|| config.sinks.redis_pubsub.channel.clone());
+            Arc::new(Route {
+                table: t.name.clone(),
+                topic: render_template(&topic, &identity.database, &t.schema, &t.table),
+                channel: render_template(&channel, &identity.database, &t.schema, &t.table),
+            })
+        })
+        .collect();
+
+    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    if config.sinks.pulsar.enabled {
+        sinks.push(Arc::new(
+            PulsarSink::connect(
+                &config.sinks.pulsar,
+                &routes,
+                &format!("cdc-sidecar-{}", identity.database),
+            )
+            .await?,
+        ));
+    }
+    if config.sinks.redis_pubsub.enabled {
+        let rp = &config.sinks.redis_pubsub;
+        let client = redis_client(&rp.url, rp.password.as_ref())?;
+        sinks.push(Arc::new(RedisPubSubSink::connect(client, rp).await?));
+    }
+    let sinks = Arc::new(sinks);
+
+    let current_version = source::query_scalar_i64(&mut client, source::sql::PROBE, &[])
+        .await?
+        .ok_or_else(|| SourceError::ChangeTrackingDisabled {
+            database: identity.database.clone(),
+        })?;
+    let delivery_tasks = TaskTracker::new();
+    let mut starts = Vec::with_capacity(report.tables.len());
+    for (info, route) in report.tables.into_iter().zip(routes) {
+        let stored = store.load(&info.name).await?;
+        let cell = Arc::new(AtomicI64::new(stored.as_ref().map_or(0, |c| c.version)));
+        if let Some(cp) = &stored {
+            metrics
+                .checkpoint_version
+                .with_label_values(&[&info.name])
+                .set(cp.version);
+            info!(table = %info.name, checkpoint = cp.version, "resuming");
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let task = DeliveryTask {
+            table: info.name.clone(),
+            sinks: sinks.clone(),
+            store: store.clone() as Arc<dyn CheckpointStore>,
+            metrics: metrics.clone(),
+            idle_write_interval: Duration::from_millis(config.checkpoint.idle_write_interval_ms),
+            checkpoint: cell.clone(),
+            shutdown: shutdown.clone(),
+        };
+        delivery_tasks.spawn(task.run(rx));
+        starts.push(TableStart {
+            info,
+            route,
+            checkpoint: stored.map(|c| c.version),
+            tx,
+            checkpoint_cell: cell,
+        });
+    }
+    let reader = Reader::new(
+        config.clone(),
+        identity,
+        client,
+        starts,
+        current_version,
+        metrics,
+        health,
+    )
+    .await;
+    reader.run(shutdown).await;
+    info!("reader stopped; delivering what was read");
+    delivery_tasks.close();
+    delivery_tasks.wait().await;
+    for sink in sinks.iter() {
+        sink.close().await;
+    }
+    lease_token.cancel();
+    info!("stopped cleanly");
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "cdc-sidecar".into())
+}

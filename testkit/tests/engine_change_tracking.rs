@@ -24,9 +24,7 @@ mod engine {
             scalar(&engine, "Shop", "SELECT CHANGE_TRACKING_CURRENT_VERSION()"),
             Value::Int(0)
         );
-        engine
-            .execute("master", "CREATE DATABASE Plain")
-            .expect("create");
+        engine.execute("master", "CREATE DATABASE Plain").expect("create");
         assert_eq!(
             scalar(&engine, "Plain", "SELECT CHANGE_TRACKING_CURRENT_VERSION()"),
             Value::Null
@@ -79,28 +77,25 @@ mod engine {
             .execute("Shop", "INSERT INTO dbo.Orders VALUES (2, N'b', 2)")
             .expect("v3");
         assert_eq!(
-            changes(&engine, Some(0))
-                .iter()
-                .map(|c| c.0)
-                .collect::<Vec<_>>(),
+            changes(&engine, Some(0)).iter().map(|c| c.0).collect::<Vec<_>>(),
             vec![1, 3]
         );
-        let items = query(&engine, "Shop", "SELECT CT.SYS_CHANGE_VERSION, CT.Sku, CT.Warehouse FROM CHANGETABLE(CHANGES dbo.Items, 0) AS CT");
+        let items = query(
+            &engine,
+            "Shop",
+            "SELECT CT.SYS_CHANGE_VERSION, CT.Sku, CT.Warehouse FROM CHANGETABLE(CHANGES dbo.Items, 0) AS CT",
+        );
         assert_eq!(
             items,
-            vec![vec![
-                Value::Int(2),
-                Value::String("x".into()),
-                Value::Int(1)
-            ]]
+            vec![vec![Value::Int(2), Value::String("x".into()), Value::Int(1)]]
         );
         // A transaction touching no tracked table does not move the version.
         engine
-        .execute(
-            "Shop",
-            "CREATE TABLE dbo.Untracked (Id int PRIMARY KEY); INSERT INTO dbo.Untracked VALUES (1)",
-        )
-        .expect("untracked");
+            .execute(
+                "Shop",
+                "CREATE TABLE dbo.Untracked (Id int PRIMARY KEY); INSERT INTO dbo.Untracked VALUES (1)",
+            )
+            .expect("untracked");
         assert_eq!(v(&engine), 3);
     }
 
@@ -172,10 +167,10 @@ mod engine {
             .execute("Shop", "INSERT INTO dbo.Orders VALUES (1, N'b', 2)")
             .expect("v3");
         let r = query(
-        &engine,
-        "Shop",
-        "SELECT CT.SYS_CHANGE_OPERATION, CT.SYS_CHANGE_COLUMNS FROM CHANGETABLE(CHANGES dbo.Orders, 1) AS CT",
-    );
+            &engine,
+            "Shop",
+            "SELECT CT.SYS_CHANGE_OPERATION, CT.SYS_CHANGE_COLUMNS FROM CHANGETABLE(CHANGES dbo.Orders, 1) AS CT",
+        );
         assert_eq!(r, vec![vec![Value::String("U".into()), Value::Null]]);
         assert_eq!(changes(&engine, Some(2)), vec![(3, Some(3), "I".into(), 1)]);
     }
@@ -199,27 +194,21 @@ mod engine {
     fn column_mask_lists_updated_columns_and_is_column_in_mask_reads_it() {
         let engine = shop();
         engine
-            .execute(
-                "Shop",
-                "INSERT INTO dbo.Orders VALUES (1, N'a', 1), (2, N'b', 2)",
-            )
+            .execute("Shop", "INSERT INTO dbo.Orders VALUES (1, N'a', 1), (2, N'b', 2)")
             .expect("v1");
         engine
             .execute("Shop", "UPDATE dbo.Orders SET Total = 5 WHERE Id = 1")
             .expect("v2");
         engine
-            .execute(
-                "Shop",
-                "UPDATE dbo.Orders SET Customer = N'z', Total = 9 WHERE Id = 2",
-            )
+            .execute("Shop", "UPDATE dbo.Orders SET Customer = N'z', Total = 9 WHERE Id = 2")
             .expect("v3");
         let r = query(
-        &engine,
-        "Shop",
-        "SELECT CT.Id, CHANGE_TRACKING_IS_COLUMN_IN_MASK(2, CT.SYS_CHANGE_COLUMNS) AS c2,
+            &engine,
+            "Shop",
+            "SELECT CT.Id, CHANGE_TRACKING_IS_COLUMN_IN_MASK(2, CT.SYS_CHANGE_COLUMNS) AS c2,
                 CHANGE_TRACKING_IS_COLUMN_IN_MASK(3, CT.SYS_CHANGE_COLUMNS) AS c3, CT.SYS_CHANGE_COLUMNS
          FROM CHANGETABLE(CHANGES dbo.Orders, 1) AS CT ORDER BY CT.Id",
-    );
+        );
         // Only Total changed on row 1; on row 2 every non-key column changed → NULL mask.
         assert_eq!(r[0][1], Value::Bit(false));
         assert_eq!(r[0][2], Value::Bit(true));
@@ -245,7 +234,11 @@ mod engine {
         engine
             .execute("Shop", "UPDATE dbo.T SET A = 2 WHERE Id = 1")
             .expect("update");
-        let r = query(&engine, "Shop", "SELECT CT.SYS_CHANGE_OPERATION, CT.SYS_CHANGE_COLUMNS FROM CHANGETABLE(CHANGES dbo.T, 1) AS CT");
+        let r = query(
+            &engine,
+            "Shop",
+            "SELECT CT.SYS_CHANGE_OPERATION, CT.SYS_CHANGE_COLUMNS FROM CHANGETABLE(CHANGES dbo.T, 1) AS CT",
+        );
         assert_eq!(r, vec![vec![Value::String("U".into()), Value::Null]]);
     }
 
@@ -258,7 +251,11 @@ mod engine {
         engine
             .execute("Shop", "INSERT INTO dbo.Orders VALUES (2, N'b', 1)")
             .expect("insert");
-        let r = query(&engine, "Shop", "SELECT CT.Id, CT.SYS_CHANGE_CONTEXT FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT ORDER BY CT.Id");
+        let r = query(
+            &engine,
+            "Shop",
+            "SELECT CT.Id, CT.SYS_CHANGE_CONTEXT FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT ORDER BY CT.Id",
+        );
         assert_eq!(r[0][1], Value::Binary(vec![0x0A, 0x0B]));
         assert_eq!(r[1][1], Value::Null);
     }
@@ -297,10 +294,7 @@ mod engine {
     fn cleanup_does_nothing_when_auto_cleanup_is_off() {
         let engine = shop();
         engine
-            .execute(
-                "Shop",
-                "ALTER DATABASE Shop SET CHANGE_TRACKING (AUTO_CLEANUP = OFF)",
-            )
+            .execute("Shop", "ALTER DATABASE Shop SET CHANGE_TRACKING (AUTO_CLEANUP = OFF)")
             .expect("off");
         engine
             .execute("Shop", "INSERT INTO dbo.Orders VALUES (1, N'a', 1)")
@@ -311,7 +305,7 @@ mod engine {
     }
 
     #[test]
-    fn truncate_resets_the_min_valid_version_to_the_current_version() {
+    fn truncate_takes_a_version_and_moves_the_min_valid_version_to_it() {
         let engine = shop();
         engine
             .execute("Shop", "INSERT INTO dbo.Orders VALUES (1, N'a', 1)")
@@ -319,17 +313,16 @@ mod engine {
         engine
             .execute("Shop", "INSERT INTO dbo.Orders VALUES (2, N'b', 1)")
             .expect("v2");
-        engine
-            .execute("Shop", "TRUNCATE TABLE dbo.Orders")
-            .expect("truncate");
-        assert_eq!(v(&engine), 2);
+        engine.execute("Shop", "TRUNCATE TABLE dbo.Orders").expect("truncate");
+        // A client synced to version 2 must see its checkpoint expire.
+        assert_eq!(v(&engine), 3);
         assert_eq!(
             scalar(
                 &engine,
                 "Shop",
                 "SELECT CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'dbo.Orders'))"
             ),
-            Value::Int(2)
+            Value::Int(3)
         );
         assert_eq!(changes(&engine, Some(0)), vec![]);
         assert!(query(&engine, "Shop", "SELECT Id FROM dbo.Orders").is_empty());
@@ -360,11 +353,12 @@ mod engine {
         engine
             .execute("Shop", "ALTER TABLE dbo.Orders ENABLE CHANGE_TRACKING")
             .expect("enable");
-        let r = query(&engine, "Shop", "SELECT begin_version, min_valid_version, is_track_columns_updated_on FROM sys.change_tracking_tables");
-        assert_eq!(
-            r,
-            vec![vec![Value::Int(1), Value::Int(1), Value::Bit(false)]]
+        let r = query(
+            &engine,
+            "Shop",
+            "SELECT begin_version, min_valid_version, is_track_columns_updated_on FROM sys.change_tracking_tables",
         );
+        assert_eq!(r, vec![vec![Value::Int(1), Value::Int(1), Value::Bit(false)]]);
         assert_eq!(changes(&engine, None), vec![]);
     }
 
@@ -375,16 +369,10 @@ mod engine {
             .execute("Shop", "CREATE TABLE dbo.Plain (Id int PRIMARY KEY)")
             .expect("ddl");
         let e = engine
-            .execute(
-                "Shop",
-                "SELECT * FROM CHANGETABLE(CHANGES dbo.Plain, 0) AS CT",
-            )
+            .execute("Shop", "SELECT * FROM CHANGETABLE(CHANGES dbo.Plain, 0) AS CT")
             .expect_err("22105");
         assert_eq!((e.number, e.class, e.state), (22105, 16, 1));
-        assert_eq!(
-            e.message,
-            "Change tracking is not enabled on table 'dbo.Plain'."
-        );
+        assert_eq!(e.message, "Change tracking is not enabled on table 'dbo.Plain'.");
     }
 
     #[test]
@@ -415,11 +403,7 @@ mod engine {
             assert_eq!(c.len(), 1);
         }
         // 200 queries over a 50k-row history: a scan would take seconds.
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     }
 
     #[test]
@@ -463,10 +447,7 @@ mod engine {
         let engine = shop();
         for i in 1..=5 {
             engine
-                .execute(
-                    "Shop",
-                    &format!("INSERT INTO dbo.Orders VALUES ({i}, N'c', 1)"),
-                )
+                .execute("Shop", &format!("INSERT INTO dbo.Orders VALUES ({i}, N'c', 1)"))
                 .expect("insert");
         }
         let r = query(
@@ -476,10 +457,10 @@ mod engine {
     );
         assert_eq!(r, vec![vec![Value::Int(2)], vec![Value::Int(3)]]);
         let r = query(
-        &engine,
-        "Shop",
-        "SELECT CT.Id FROM CHANGETABLE(CHANGES dbo.Orders, 1) AS CT WHERE 4 > CT.SYS_CHANGE_VERSION AND CT.Id > 2",
-    );
+            &engine,
+            "Shop",
+            "SELECT CT.Id FROM CHANGETABLE(CHANGES dbo.Orders, 1) AS CT WHERE 4 > CT.SYS_CHANGE_VERSION AND CT.Id > 2",
+        );
         assert_eq!(r, vec![vec![Value::Int(3)]]);
     }
 
@@ -494,11 +475,7 @@ mod engine {
                         for i in 0..50 {
                             x.insert(
                                 "dbo.Orders",
-                                vec![
-                                    Value::Int(t * 50 + i),
-                                    Value::String("w".into()),
-                                    Value::Null,
-                                ],
+                                vec![Value::Int(t * 50 + i), Value::String("w".into()), Value::Null],
                             )?;
                         }
                         Ok(())
@@ -511,7 +488,11 @@ mod engine {
         let mut seen = std::collections::BTreeSet::new();
         loop {
             let done = writer.is_finished();
-            let out = run(&mut reader, "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION; SELECT CHANGE_TRACKING_CURRENT_VERSION()", &[]);
+            let out = run(
+                &mut reader,
+                "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION; SELECT CHANGE_TRACKING_CURRENT_VERSION()",
+                &[],
+            );
             let Value::Int(upper) = rows(&out)[0][0] else {
                 panic!("version")
             };

@@ -50,10 +50,7 @@ mod engine {
         assert_eq!(e.message, "Invalid column name 'Nope'.");
         let e = err("SELECT X.Id FROM dbo.Orders AS T");
         assert_eq!(e.number, 4104);
-        assert_eq!(
-            e.message,
-            "The multi-part identifier \"X.Id\" could not be bound."
-        );
+        assert_eq!(e.message, "The multi-part identifier \"X.Id\" could not be bound.");
         let e = err("SELECT * FROM sys.nothing");
         assert_eq!(e.number, 208);
     }
@@ -65,16 +62,10 @@ mod engine {
         assert_eq!(e.message, "Could not find stored procedure 'sp_who'.");
         let e = err("EXEC dbo.usp_missing");
         assert_eq!(e.number, 2812);
-        assert_eq!(
-            e.message,
-            "Could not find stored procedure 'dbo.usp_missing'."
-        );
+        assert_eq!(e.message, "Could not find stored procedure 'dbo.usp_missing'.");
         let e = err("SELECT NOSUCHFN(1)");
         assert_eq!(e.number, 195);
-        assert_eq!(
-            e.message,
-            "'NOSUCHFN' is not a recognized built-in function name."
-        );
+        assert_eq!(e.message, "'NOSUCHFN' is not a recognized built-in function name.");
     }
 
     #[test]
@@ -122,9 +113,7 @@ mod engine {
         &[],
     );
         assert_eq!(out.len(), 3);
-        let Outcome::Error(e) = &out[1] else {
-            panic!("{out:?}")
-        };
+        let Outcome::Error(e) = &out[1] else { panic!("{out:?}") };
         assert_eq!((e.number, e.class, e.state), (2627, 14, 1));
         assert!(
             e.message
@@ -132,9 +121,9 @@ mod engine {
             "{}",
             e.message
         );
-        assert!(e.message.ends_with(
-            "Cannot insert duplicate key in object 'dbo.Orders'. The duplicate key value is (1)."
-        ));
+        assert!(e
+            .message
+            .ends_with("Cannot insert duplicate key in object 'dbo.Orders'. The duplicate key value is (1)."));
         assert_eq!(out[2], Outcome::Done { row_count: Some(1) });
     }
 
@@ -173,14 +162,15 @@ mod engine {
     fn rollback_discards_the_transactions_writes_and_version() {
         let engine = shop();
         let mut s = engine.admin_session("Shop").expect("session");
-        run(&mut s, "BEGIN TRAN; INSERT INTO dbo.Orders VALUES (1, N'a', 1); UPDATE dbo.Orders SET Total = 2 WHERE Id = 1", &[]);
+        run(
+            &mut s,
+            "BEGIN TRAN; INSERT INTO dbo.Orders VALUES (1, N'a', 1); UPDATE dbo.Orders SET Total = 2 WHERE Id = 1",
+            &[],
+        );
         // Own writes are visible inside the transaction, not outside.
         assert_eq!(
             rows(&run(&mut s, "SELECT Total FROM dbo.Orders", &[])),
-            vec![vec![Value::Decimal {
-                value: 200,
-                scale: 2
-            }]]
+            vec![vec![Value::Decimal { value: 200, scale: 2 }]]
         );
         assert!(query(&engine, "Shop", "SELECT Id FROM dbo.Orders").is_empty());
         run(&mut s, "ROLLBACK", &[]);
@@ -199,9 +189,7 @@ mod engine {
             .execute("Shop", "ALTER TABLE dbo.Heap ENABLE CHANGE_TRACKING")
             .expect_err("no pk");
         assert_eq!(e.number, 4997);
-        engine
-            .execute("master", "CREATE DATABASE Plain")
-            .expect("db");
+        engine.execute("master", "CREATE DATABASE Plain").expect("db");
         engine
             .execute("Plain", "CREATE TABLE dbo.T (Id int PRIMARY KEY)")
             .expect("t");
@@ -209,7 +197,10 @@ mod engine {
             .execute("Plain", "ALTER TABLE dbo.T ENABLE CHANGE_TRACKING")
             .expect_err("db off");
         assert_eq!(e.number, 1718);
-        assert_eq!(e.message, "Change tracking must be enabled on database 'Plain' before it can be enabled on table 'dbo.T'.");
+        assert_eq!(
+            e.message,
+            "Change tracking must be enabled on database 'Plain' before it can be enabled on table 'dbo.T'."
+        );
         let e = engine
             .execute("Shop", "ALTER DATABASE Shop SET CHANGE_TRACKING = OFF")
             .expect_err("tables tracked");
@@ -226,9 +217,7 @@ mod engine {
         );
         let e = err("WITH CHANGE_TRACKING_CONTEXT (0x01) SELECT 1");
         assert_eq!(e.number, 22108);
-        let e = err(
-            "WITH CHANGE_TRACKING_CONTEXT (N'text') INSERT INTO dbo.Orders VALUES (1, N'a', 1)",
-        );
+        let e = err("WITH CHANGE_TRACKING_CONTEXT (N'text') INSERT INTO dbo.Orders VALUES (1, N'a', 1)");
         assert_eq!(e.number, 22109);
         let e = err("SELECT CHANGE_TRACKING_IS_COLUMN_IN_MASK(1, 0x010203)");
         assert_eq!(e.number, 22101);
@@ -250,29 +239,21 @@ mod engine {
         let r = query(&engine, "Shop", "SELECT retention_period, retention_period_units, retention_period_units_desc FROM sys.change_tracking_databases");
         assert_eq!(
             r,
-            vec![vec![
-                Value::Int(90),
-                Value::Int(1),
-                Value::String("MINUTES".into())
-            ]]
+            vec![vec![Value::Int(90), Value::Int(1), Value::String("MINUTES".into())]]
         );
-        engine
-            .execute("master", "CREATE DATABASE Plain")
-            .expect("db");
+        engine.execute("master", "CREATE DATABASE Plain").expect("db");
         let e = engine
             .execute("Plain", "ALTER DATABASE CURRENT SET CHANGE_TRACKING = OFF")
             .expect_err("off already");
         assert_eq!((e.number, e.state), (5089, 1));
         engine
-        .execute("Shop", "ALTER TABLE dbo.Orders DISABLE CHANGE_TRACKING; ALTER DATABASE Shop SET CHANGE_TRACKING = OFF")
-        .expect("turn off");
+            .execute(
+                "Shop",
+                "ALTER TABLE dbo.Orders DISABLE CHANGE_TRACKING; ALTER DATABASE Shop SET CHANGE_TRACKING = OFF",
+            )
+            .expect("turn off");
         assert_eq!(engine.current_version("Shop"), None);
-        assert!(query(
-            &engine,
-            "Shop",
-            "SELECT database_id FROM sys.change_tracking_databases"
-        )
-        .is_empty());
+        assert!(query(&engine, "Shop", "SELECT database_id FROM sys.change_tracking_databases").is_empty());
     }
 
     #[test]
@@ -288,11 +269,7 @@ mod engine {
             e.message,
             "Arithmetic overflow error for data type tinyint, value = 300."
         );
-        let e = error_of(
-            &mut s,
-            "INSERT INTO dbo.Conv (Id, D) VALUES (1, 123.45)",
-            &[],
-        );
+        let e = error_of(&mut s, "INSERT INTO dbo.Conv (Id, D) VALUES (1, 123.45)", &[]);
         assert_eq!(e.number, 8115);
         assert_eq!(
             e.message,
@@ -304,17 +281,9 @@ mod engine {
             e.message,
             "Conversion failed when converting the varchar value 'abc' to data type int."
         );
-        let e = error_of(
-            &mut s,
-            "INSERT INTO dbo.Conv (Id, W) VALUES (1, 'not a date')",
-            &[],
-        );
+        let e = error_of(&mut s, "INSERT INTO dbo.Conv (Id, W) VALUES (1, 'not a date')", &[]);
         assert_eq!(e.number, 241);
-        let e = error_of(
-            &mut s,
-            "INSERT INTO dbo.Conv (Id, G) VALUES (1, 'nope')",
-            &[],
-        );
+        let e = error_of(&mut s, "INSERT INTO dbo.Conv (Id, G) VALUES (1, 'nope')", &[]);
         assert_eq!(e.number, 8169);
         assert_eq!(error_of(&mut s, "SELECT 1 / 0", &[]).number, 8134);
     }

@@ -43,19 +43,12 @@ mod engine {
                 Value::Int(3),
                 Value::Int(1),
                 Value::String("carol".into()),
-                Value::Decimal {
-                    value: 1750,
-                    scale: 2
-                },
+                Value::Decimal { value: 1750, scale: 2 },
                 Value::Int(2)
             ]]
         );
         assert_eq!(
-            scalar(
-                &engine,
-                "Shop",
-                "SELECT COUNT(*) FROM dbo.Orders WHERE Id > 100"
-            ),
+            scalar(&engine, "Shop", "SELECT COUNT(*) FROM dbo.Orders WHERE Id > 100"),
             Value::Int(0)
         );
         let e = engine
@@ -90,16 +83,12 @@ mod engine {
         );
         assert_eq!(
             q("SELECT Id AS k FROM dbo.Orders ORDER BY k DESC"),
-            vec![
-                vec![Value::Int(3)],
-                vec![Value::Int(2)],
-                vec![Value::Int(1)]
-            ]
+            vec![vec![Value::Int(3)], vec![Value::Int(2)], vec![Value::Int(1)]]
         );
         assert_eq!(
-        q("SELECT ISNULL(Total, 0) AS t, CAST(Id AS nvarchar(10)) AS s FROM dbo.Orders WHERE Id = 2"),
-        vec![vec![Value::Decimal { value: 0, scale: 2 }, Value::String("2".into())]]
-    );
+            q("SELECT ISNULL(Total, 0) AS t, CAST(Id AS nvarchar(10)) AS s FROM dbo.Orders WHERE Id = 2"),
+            vec![vec![Value::Decimal { value: 0, scale: 2 }, Value::String("2".into())]]
+        );
         assert_eq!(
             q("SELECT 2 AS x UNION ALL SELECT 1 ORDER BY x"),
             vec![vec![Value::Int(1)], vec![Value::Int(2)]]
@@ -119,11 +108,7 @@ mod engine {
             .expect("shift");
         assert_eq!(
             query(&engine, "Shop", "SELECT Id FROM dbo.Orders ORDER BY Id"),
-            vec![
-                vec![Value::Int(2)],
-                vec![Value::Int(3)],
-                vec![Value::Int(4)]
-            ]
+            vec![vec![Value::Int(2)], vec![Value::Int(3)], vec![Value::Int(4)]]
         );
     }
 
@@ -158,32 +143,27 @@ mod engine {
         engine
             .execute("Shop", "INSERT INTO dbo.Log VALUES (N'a'), (N'a')")
             .expect("insert");
-        assert_eq!(
-            scalar(&engine, "Shop", "SELECT COUNT(*) FROM dbo.Log"),
-            Value::Int(2)
-        );
+        assert_eq!(scalar(&engine, "Shop", "SELECT COUNT(*) FROM dbo.Log"), Value::Int(2));
         engine
             .execute("Shop", "DELETE FROM dbo.Log WHERE Msg = N'a'")
             .expect("delete");
-        assert_eq!(
-            scalar(&engine, "Shop", "SELECT COUNT(*) FROM dbo.Log"),
-            Value::Int(0)
-        );
+        assert_eq!(scalar(&engine, "Shop", "SELECT COUNT(*) FROM dbo.Log"), Value::Int(0));
     }
 
     #[test]
     fn schemas_and_use_switch_where_names_resolve() {
         let engine = shop();
-        engine
-            .execute("Shop", "CREATE SCHEMA sales")
-            .expect("schema");
+        engine.execute("Shop", "CREATE SCHEMA sales").expect("schema");
         let e = engine
             .execute("Shop", "SELECT 1; CREATE SCHEMA other")
             .expect_err("111");
         assert_eq!(e.number, 111);
         engine
-        .execute("Shop", "CREATE TABLE sales.Leads (Id bigint PRIMARY KEY, At datetime2(3) NULL, G uniqueidentifier NULL)")
-        .expect("table");
+            .execute(
+                "Shop",
+                "CREATE TABLE sales.Leads (Id bigint PRIMARY KEY, At datetime2(3) NULL, G uniqueidentifier NULL)",
+            )
+            .expect("table");
         engine
         .execute("master", "USE Shop; INSERT INTO sales.Leads VALUES (1, '2024-01-02 03:04:05.123', '6F9619FF-8B86-D011-B42D-00C04FC964FF')")
         .expect("use + insert");
@@ -199,7 +179,11 @@ mod engine {
         use testkit::mssql::types::{BackendSession, Outcome};
         let engine = shop();
         let mut s = engine.admin_session("Shop").expect("session");
-        let out = run(&mut s, "INSERT INTO dbo.Orders VALUES (1, N'a', 1); SET NOCOUNT ON; INSERT INTO dbo.Orders VALUES (2, N'b', 1)", &[]);
+        let out = run(
+            &mut s,
+            "INSERT INTO dbo.Orders VALUES (1, N'a', 1); SET NOCOUNT ON; INSERT INTO dbo.Orders VALUES (2, N'b', 1)",
+            &[],
+        );
         assert_eq!(out[0], Outcome::Done { row_count: Some(1) });
         assert_eq!(out[2], Outcome::Done { row_count: None });
         assert!(!s.in_transaction());
@@ -223,25 +207,12 @@ mod engine {
         assert_eq!(
             r,
             vec![
-                vec![
-                    s("smallmoney"),
-                    Value::Int(4),
-                    Value::Int(10),
-                    Value::Int(4)
-                ],
-                vec![
-                    s("smalldatetime"),
-                    Value::Int(4),
-                    Value::Int(16),
-                    Value::Int(0)
-                ],
+                vec![s("smallmoney"), Value::Int(4), Value::Int(10), Value::Int(4)],
+                vec![s("smalldatetime"), Value::Int(4), Value::Int(16), Value::Int(0)],
             ]
         );
         engine
-            .execute(
-                "Shop",
-                "INSERT INTO dbo.Small VALUES (1, 12.5, '2024-01-02 03:04:40')",
-            )
+            .execute("Shop", "INSERT INTO dbo.Small VALUES (1, 12.5, '2024-01-02 03:04:40')")
             .expect("insert");
         let r = query(
             &engine,

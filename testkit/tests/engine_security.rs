@@ -15,11 +15,11 @@ mod engine {
     fn with_user() -> Engine {
         let engine = shop();
         engine
-        .execute(
-            "Shop",
-            "CREATE LOGIN [app] WITH PASSWORD = N'App-Passw0rd!'; CREATE USER [app] FOR LOGIN [app];",
-        )
-        .expect("login");
+            .execute(
+                "Shop",
+                "CREATE LOGIN [app] WITH PASSWORD = N'App-Passw0rd!'; CREATE USER [app] FOR LOGIN [app];",
+            )
+            .expect("login");
         engine
     }
 
@@ -27,9 +27,7 @@ mod engine {
     fn wrong_password_or_unknown_login_is_18456() {
         let engine = with_user();
         for (user, password) in [("app", "wrong"), ("nobody", "x"), ("sa", "")] {
-            let e = login(&engine, user, password, Some("Shop"))
-                .err()
-                .expect("login fails");
+            let e = login(&engine, user, password, Some("Shop")).err().expect("login fails");
             assert_eq!((e.number, e.class, e.state), (18456, 14, 1));
             assert_eq!(e.message, format!("Login failed for user '{user}'."));
         }
@@ -39,34 +37,21 @@ mod engine {
     fn sa_password_is_configurable() {
         let engine = Engine::with_sa_password("Other-Pw1!");
         assert!(login(&engine, "sa", "Other-Pw1!", None).is_ok());
-        assert!(login(
-            &engine,
-            "sa",
-            testkit::mssql::engine::DEFAULT_SA_PASSWORD,
-            None
-        )
-        .is_err());
+        assert!(login(&engine, "sa", testkit::mssql::engine::DEFAULT_SA_PASSWORD, None).is_err());
     }
 
     #[test]
     fn missing_database_or_no_user_there_is_4060() {
         let engine = with_user();
-        let e = login(
-            &engine,
-            "sa",
-            testkit::mssql::engine::DEFAULT_SA_PASSWORD,
-            Some("Nope"),
-        )
-        .err()
-        .expect("4060");
+        let e = login(&engine, "sa", testkit::mssql::engine::DEFAULT_SA_PASSWORD, Some("Nope"))
+            .err()
+            .expect("4060");
         assert_eq!((e.number, e.class), (4060, 11));
         assert_eq!(
             e.message,
             "Cannot open database \"Nope\" requested by the login. The login failed."
         );
-        engine
-            .execute("master", "CREATE DATABASE Other")
-            .expect("db");
+        engine.execute("master", "CREATE DATABASE Other").expect("db");
         let e = login(&engine, "app", "App-Passw0rd!", Some("Other"))
             .err()
             .expect("no user");
@@ -85,9 +70,9 @@ mod engine {
         let e = error_of(&mut s, "SELECT * FROM dbo.Orders", &[]);
         assert_eq!((e.number, e.class), (229, 14));
         assert_eq!(
-        e.message,
-        "The SELECT permission was denied on the object 'Orders', database 'Shop', schema 'dbo'."
-    );
+            e.message,
+            "The SELECT permission was denied on the object 'Orders', database 'Shop', schema 'dbo'."
+        );
         // Without any permission the object is invisible to metadata functions.
         let r = rows(&run(&mut s, "SELECT OBJECT_ID(N'dbo.Orders')", &[]));
         assert_eq!(r, vec![vec![Value::Null]]);
@@ -101,16 +86,12 @@ mod engine {
             .expect("grant");
         let mut s = login(&engine, "app", "App-Passw0rd!", Some("Shop")).expect("login");
         run(&mut s, "SELECT * FROM dbo.Orders", &[]);
-        let e = error_of(
-            &mut s,
-            "SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT",
-            &[],
-        );
+        let e = error_of(&mut s, "SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT", &[]);
         assert_eq!((e.number, e.class), (229, 14));
         assert_eq!(
-        e.message,
-        "The VIEW CHANGE TRACKING permission was denied on the object 'Orders', database 'Shop', schema 'dbo'."
-    );
+            e.message,
+            "The VIEW CHANGE TRACKING permission was denied on the object 'Orders', database 'Shop', schema 'dbo'."
+        );
         let r = rows(&run(
         &mut s,
         "SELECT HAS_PERMS_BY_NAME(N'dbo.Orders', N'OBJECT', N'SELECT'), HAS_PERMS_BY_NAME(N'dbo.Orders', N'OBJECT', N'VIEW CHANGE TRACKING')",
@@ -118,16 +99,9 @@ mod engine {
     ));
         assert_eq!(r, vec![vec![Value::Int(1), Value::Int(0)]]);
         engine
-            .execute(
-                "Shop",
-                "GRANT VIEW CHANGE TRACKING ON OBJECT::dbo.Orders TO app",
-            )
+            .execute("Shop", "GRANT VIEW CHANGE TRACKING ON OBJECT::dbo.Orders TO app")
             .expect("grant");
-        run(
-            &mut s,
-            "SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT",
-            &[],
-        );
+        run(&mut s, "SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT", &[]);
     }
 
     #[test]
@@ -146,12 +120,7 @@ mod engine {
             15247
         );
         assert_eq!(
-            error_of(
-                &mut s,
-                "ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION OFF",
-                &[]
-            )
-            .number,
+            error_of(&mut s, "ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION OFF", &[]).number,
             5011
         );
     }

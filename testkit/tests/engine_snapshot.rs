@@ -24,41 +24,20 @@ mod engine {
             "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION;",
             &[],
         );
-        let v = rows(&run(
-            &mut reader,
-            "SELECT CHANGE_TRACKING_CURRENT_VERSION()",
-            &[],
-        ));
+        let v = rows(&run(&mut reader, "SELECT CHANGE_TRACKING_CURRENT_VERSION()", &[]));
         assert_eq!(v, vec![vec![Value::Int(1)]]);
 
         run(
-        &mut writer,
-        "INSERT INTO dbo.Orders VALUES (2, N'b', 2); UPDATE dbo.Orders SET Total = 9 WHERE Id = 1",
-        &[],
-    );
+            &mut writer,
+            "INSERT INTO dbo.Orders VALUES (2, N'b', 2); UPDATE dbo.Orders SET Total = 9 WHERE Id = 1",
+            &[],
+        );
         assert_eq!(engine.current_version("Shop"), Some(3));
 
-        let v = rows(&run(
-            &mut reader,
-            "SELECT CHANGE_TRACKING_CURRENT_VERSION()",
-            &[],
-        ));
+        let v = rows(&run(&mut reader, "SELECT CHANGE_TRACKING_CURRENT_VERSION()", &[]));
         assert_eq!(v, vec![vec![Value::Int(1)]]);
-        let r = rows(&run(
-            &mut reader,
-            "SELECT Id, Total FROM dbo.Orders ORDER BY Id",
-            &[],
-        ));
-        assert_eq!(
-            r,
-            vec![vec![
-                Value::Int(1),
-                Value::Decimal {
-                    value: 100,
-                    scale: 2
-                }
-            ]]
-        );
+        let r = rows(&run(&mut reader, "SELECT Id, Total FROM dbo.Orders ORDER BY Id", &[]));
+        assert_eq!(r, vec![vec![Value::Int(1), Value::Decimal { value: 100, scale: 2 }]]);
         let c = rows(&run(
             &mut reader,
             "SELECT CT.Id FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT",
@@ -73,11 +52,7 @@ mod engine {
         assert_eq!(m, vec![vec![Value::Int(3)]]);
         run(&mut reader, "COMMIT", &[]);
 
-        let v = rows(&run(
-            &mut reader,
-            "SELECT CHANGE_TRACKING_CURRENT_VERSION()",
-            &[],
-        ));
+        let v = rows(&run(&mut reader, "SELECT CHANGE_TRACKING_CURRENT_VERSION()", &[]));
         assert_eq!(v, vec![vec![Value::Int(3)]]);
     }
 
@@ -85,17 +60,10 @@ mod engine {
     fn snapshot_isolation_without_allow_snapshot_isolation_is_3952() {
         let engine = shop();
         engine
-            .execute(
-                "master",
-                "ALTER DATABASE Shop SET ALLOW_SNAPSHOT_ISOLATION OFF",
-            )
+            .execute("master", "ALTER DATABASE Shop SET ALLOW_SNAPSHOT_ISOLATION OFF")
             .expect("off");
         let mut s = engine.admin_session("Shop").expect("session");
-        run(
-            &mut s,
-            "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRAN;",
-            &[],
-        );
+        run(&mut s, "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRAN;", &[]);
         // Functions and catalog views do not touch user tables.
         run(
             &mut s,
@@ -108,11 +76,7 @@ mod engine {
         e.message,
         "Snapshot isolation transaction failed accessing database 'Shop' because snapshot isolation is not allowed in this database. Use ALTER DATABASE to allow snapshot isolation."
     );
-        let e = error_of(
-            &mut s,
-            "SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT",
-            &[],
-        );
+        let e = error_of(&mut s, "SELECT * FROM CHANGETABLE(CHANGES dbo.Orders, 0) AS CT", &[]);
         assert_eq!(e.number, 3952);
         run(&mut s, "ROLLBACK", &[]);
     }
@@ -128,10 +92,10 @@ mod engine {
             &[],
         );
         run(
-        &mut s,
-        "INSERT INTO dbo.Orders VALUES (2, N'b', 1); UPDATE dbo.Orders SET Total = 5 WHERE Id = 1",
-        &[],
-    );
+            &mut s,
+            "INSERT INTO dbo.Orders VALUES (2, N'b', 1); UPDATE dbo.Orders SET Total = 5 WHERE Id = 1",
+            &[],
+        );
         assert!(s.in_transaction());
         assert_eq!(engine.current_version("Shop"), Some(0));
         drop(other);
@@ -148,11 +112,7 @@ mod engine {
         let engine = shop();
         {
             let mut s = engine.admin_session("Shop").expect("session");
-            run(
-                &mut s,
-                "BEGIN TRAN; INSERT INTO dbo.Orders VALUES (1, N'a', 1)",
-                &[],
-            );
+            run(&mut s, "BEGIN TRAN; INSERT INTO dbo.Orders VALUES (1, N'a', 1)", &[]);
         }
         assert!(query(&engine, "Shop", "SELECT Id FROM dbo.Orders").is_empty());
     }
@@ -161,10 +121,7 @@ mod engine {
     fn snapshot_update_of_a_row_changed_since_the_snapshot_is_3960() {
         let engine = shop();
         engine
-            .execute(
-                "Shop",
-                "INSERT INTO dbo.Orders VALUES (1, N'a', 1), (2, N'b', 2)",
-            )
+            .execute("Shop", "INSERT INTO dbo.Orders VALUES (1, N'a', 1), (2, N'b', 2)")
             .expect("seed");
         let mut s = engine.admin_session("Shop").expect("session");
         run(
@@ -176,21 +133,19 @@ mod engine {
             .execute("Shop", "UPDATE dbo.Orders SET Total = 5 WHERE Id = 1")
             .expect("other writer");
         // Updating a row nobody else touched is fine; the conflict surfaces at commit.
-        run(&mut s, "UPDATE dbo.Orders SET Total = 7 WHERE Id = 2; UPDATE dbo.Orders SET Total = 8 WHERE Id = 1", &[]);
+        run(
+            &mut s,
+            "UPDATE dbo.Orders SET Total = 7 WHERE Id = 2; UPDATE dbo.Orders SET Total = 8 WHERE Id = 1",
+            &[],
+        );
         let e = error_of(&mut s, "COMMIT", &[]);
         assert_eq!((e.number, e.class), (3960, 16));
         assert!(!s.in_transaction());
         assert_eq!(
             query(&engine, "Shop", "SELECT Total FROM dbo.Orders ORDER BY Id"),
             vec![
-                vec![Value::Decimal {
-                    value: 500,
-                    scale: 2
-                }],
-                vec![Value::Decimal {
-                    value: 200,
-                    scale: 2
-                }]
+                vec![Value::Decimal { value: 500, scale: 2 }],
+                vec![Value::Decimal { value: 200, scale: 2 }]
             ]
         );
     }
@@ -199,17 +154,11 @@ mod engine {
     fn snapshot_isolation_level_applies_to_autocommitted_statements_too() {
         let engine = shop();
         engine
-            .execute(
-                "master",
-                "ALTER DATABASE Shop SET ALLOW_SNAPSHOT_ISOLATION OFF",
-            )
+            .execute("master", "ALTER DATABASE Shop SET ALLOW_SNAPSHOT_ISOLATION OFF")
             .expect("off");
         let mut s = engine.admin_session("Shop").expect("session");
         run(&mut s, "SET TRANSACTION ISOLATION LEVEL SNAPSHOT", &[]);
-        assert_eq!(
-            error_of(&mut s, "SELECT Id FROM dbo.Orders", &[]).number,
-            3952
-        );
+        assert_eq!(error_of(&mut s, "SELECT Id FROM dbo.Orders", &[]).number, 3952);
         run(
             &mut s,
             "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SELECT Id FROM dbo.Orders",

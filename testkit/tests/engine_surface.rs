@@ -30,9 +30,7 @@ GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [cdc_reader];
     /// A database prepared only with plain DDL, then the migration run twice.
     fn migrated() -> Engine {
         let engine = Engine::new();
-        engine
-            .execute("master", "CREATE DATABASE Shop")
-            .expect("db");
+        engine.execute("master", "CREATE DATABASE Shop").expect("db");
         engine
         .execute(
             "Shop",
@@ -40,9 +38,7 @@ GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [cdc_reader];
         )
         .expect("table");
         engine.execute("Shop", MIGRATION).expect("migration");
-        engine
-            .execute("Shop", MIGRATION)
-            .expect("migration is idempotent");
+        engine.execute("Shop", MIGRATION).expect("migration is idempotent");
         engine
     }
 
@@ -88,12 +84,7 @@ GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [cdc_reader];
             1
         );
         assert_eq!(
-            query(
-                &engine,
-                "Shop",
-                "SELECT object_id FROM sys.change_tracking_tables"
-            )
-            .len(),
+            query(&engine, "Shop", "SELECT object_id FROM sys.change_tracking_tables").len(),
             1
         );
     }
@@ -119,24 +110,20 @@ GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [cdc_reader];
         assert_eq!(rows(&out)[0][2], Value::Int(0));
 
         let out = run(
-        &mut s,
-        "SELECT d.snapshot_isolation_state, ctd.retention_period, ctd.retention_period_units_desc,
+            &mut s,
+            "SELECT d.snapshot_isolation_state, ctd.retention_period, ctd.retention_period_units_desc,
                ctd.is_auto_cleanup_on
         FROM sys.databases AS d
         LEFT OUTER JOIN sys.change_tracking_databases AS ctd ON ctd.database_id = d.database_id
         WHERE d.database_id = DB_ID();",
-        &[],
-    );
+            &[],
+        );
         assert_eq!(
             columns(&out),
             vec![
                 col("snapshot_isolation_state", SqlType::TinyInt, true),
                 col("retention_period", SqlType::Int, true),
-                col(
-                    "retention_period_units_desc",
-                    SqlType::NVarChar(Some(60)),
-                    true
-                ),
+                col("retention_period_units_desc", SqlType::NVarChar(Some(60)), true),
                 col("is_auto_cleanup_on", SqlType::Bit, true),
             ]
         );
@@ -152,12 +139,12 @@ GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [cdc_reader];
 
         let name = p("@P1", Value::String("[dbo].[Orders]".into()));
         let out = run(
-        &mut s,
-        "SELECT OBJECT_ID(@P1) AS object_id,
+            &mut s,
+            "SELECT OBJECT_ID(@P1) AS object_id,
                HAS_PERMS_BY_NAME(@P1, N'OBJECT', N'SELECT') AS can_select,
                HAS_PERMS_BY_NAME(@P1, N'OBJECT', N'VIEW CHANGE TRACKING') AS can_view_change_tracking;",
-        std::slice::from_ref(&name),
-    );
+            std::slice::from_ref(&name),
+        );
         assert_eq!(
             columns(&out),
             vec![
@@ -170,10 +157,7 @@ GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [cdc_reader];
         let Value::Int(object_id) = r[0][0] else {
             panic!("object id {:?}", r[0][0])
         };
-        assert_eq!(
-            (r[0][1].clone(), r[0][2].clone()),
-            (Value::Int(1), Value::Int(1))
-        );
+        assert_eq!((r[0][1].clone(), r[0][2].clone()), (Value::Int(1), Value::Int(1)));
 
         let id = p("@P1", Value::Int(object_id));
         let out = run(
@@ -190,19 +174,16 @@ GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [cdc_reader];
                 col("begin_version", SqlType::BigInt, true),
             ]
         );
-        assert_eq!(
-            rows(&out),
-            vec![vec![Value::Bit(true), Value::Int(0), Value::Int(0)]]
-        );
+        assert_eq!(rows(&out), vec![vec![Value::Bit(true), Value::Int(0), Value::Int(0)]]);
 
         let out = run(
-        &mut s,
-        "SELECT c.column_id, c.name, t.name AS type_name, c.max_length, c.precision, c.scale, c.is_nullable
+            &mut s,
+            "SELECT c.column_id, c.name, t.name AS type_name, c.max_length, c.precision, c.scale, c.is_nullable
         FROM sys.columns AS c
         JOIN sys.types AS t ON t.user_type_id = c.user_type_id
         WHERE c.object_id = @P1 ORDER BY c.column_id;",
-        std::slice::from_ref(&id),
-    );
+            std::slice::from_ref(&id),
+        );
         assert_eq!(
             columns(&out),
             vec![
@@ -273,10 +254,7 @@ GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [cdc_reader];
     fn streaming_queries_run_in_one_snapshot_transaction() {
         let engine = migrated();
         engine
-            .execute(
-                "Shop",
-                "INSERT INTO dbo.Orders VALUES (1, N'a', 1.50), (2, N'b', 2.00)",
-            )
+            .execute("Shop", "INSERT INTO dbo.Orders VALUES (1, N'a', 1.50), (2, N'b', 2.00)")
             .expect("v1");
         engine
             .execute("Shop", "UPDATE dbo.Orders SET Total = 3 WHERE Id = 2")
@@ -341,8 +319,7 @@ SELECT 1,
             ]
         );
 
-        let change_query =
-            "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
+        let change_query = "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
        CT.SYS_CHANGE_CONTEXT,
        CHANGE_TRACKING_IS_COLUMN_IN_MASK(3, CT.SYS_CHANGE_COLUMNS) AS [__changed_3],
        CT.[Id] AS [__key_Id],
@@ -424,10 +401,7 @@ ORDER BY CT.SYS_CHANGE_VERSION, CT.[Id];";
             .transaction("Shop", |t| {
                 for a in 0..10 {
                     for b in ["x", "y", "z"] {
-                        t.insert(
-                            "dbo.T",
-                            vec![Value::Int(a), Value::String(b.into()), Value::Int(a)],
-                        )?;
+                        t.insert("dbo.T", vec![Value::Int(a), Value::String(b.into()), Value::Int(a)])?;
                     }
                 }
                 Ok(())

@@ -15,8 +15,7 @@ use testkit::mssql::types::{BackendSession, Value};
 mod engine {
     use super::*;
 
-    const CHANGE_QUERY: &str =
-        "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
+    const CHANGE_QUERY: &str = "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
        CT.SYS_CHANGE_CONTEXT,
        CHANGE_TRACKING_IS_COLUMN_IN_MASK(3, CT.SYS_CHANGE_COLUMNS) AS [__changed_3],
        CT.[Id] AS [__key_Id],
@@ -34,11 +33,7 @@ ORDER BY CT.SYS_CHANGE_VERSION, CT.[Id];";
                         let id = t * per_txn + i;
                         x.insert(
                             "dbo.Orders",
-                            vec![
-                                Value::Int(id),
-                                Value::String(format!("customer {id}")),
-                                Value::Int(id),
-                            ],
+                            vec![Value::Int(id), Value::String(format!("customer {id}")), Value::Int(id)],
                         )?;
                     }
                     Ok(())
@@ -59,10 +54,7 @@ ORDER BY CT.SYS_CHANGE_VERSION, CT.[Id];";
         let mut from = 0;
         while from < 100 {
             let to = (from + 10).min(100);
-            let out = session.execute(
-                CHANGE_QUERY,
-                &[p("@P1", Value::Int(from)), p("@P2", Value::Int(to))],
-            );
+            let out = session.execute(CHANGE_QUERY, &[p("@P1", Value::Int(from)), p("@P2", Value::Int(to))]);
             seen += rows(&out).len();
             from = to;
         }

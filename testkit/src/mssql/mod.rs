@@ -3,5 +3,7 @@
 //! batch with [`types::Outcome`]s, the wire layer encodes them as TDS tokens.
 
 pub mod engine;
+pub mod sample;
+pub mod sqlcmd;
 pub mod types;
 pub mod wire;

@@ -141,12 +141,7 @@ pub trait Backend: Send + Sync + 'static {
     /// (`Login failed for user '…'.`, class 14, state 1); a missing or inaccessible
     /// database is 4060 (`Cannot open database "…" requested by the login. The login
     /// failed.`, class 11).
-    fn login(
-        &self,
-        user: &str,
-        password: &str,
-        database: Option<&str>,
-    ) -> Result<Self::Session, SqlError>;
+    fn login(&self, user: &str, password: &str, database: Option<&str>) -> Result<Self::Session, SqlError>;
 }
 
 /// One connection's session. Dropping it rolls back any open transaction.

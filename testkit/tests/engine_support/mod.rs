@@ -124,11 +124,6 @@ pub fn changes(engine: &Engine, since: Option<i64>) -> Vec<(i64, Option<i64>, St
 }
 
 /// Logs in through the Backend trait.
-pub fn login(
-    engine: &Engine,
-    user: &str,
-    password: &str,
-    db: Option<&str>,
-) -> Result<Session, SqlError> {
+pub fn login(engine: &Engine, user: &str, password: &str, db: Option<&str>) -> Result<Session, SqlError> {
     engine.login(user, password, db)
 }

@@ -82,13 +82,8 @@ pub fn prepare(select: &Select, scope: &Scope, env: &Env<'_>) -> Result<Aggregat
                     Kind::Min | Kind::Max => (t.ty.clone(), true),
                     Kind::Sum | Kind::Avg => (
                         match t.ty {
-                            SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::Bit => {
-                                SqlType::Int
-                            }
-                            SqlType::Decimal { scale, .. } => SqlType::Decimal {
-                                precision: 38,
-                                scale,
-                            },
+                            SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::Bit => SqlType::Int,
+                            SqlType::Decimal { scale, .. } => SqlType::Decimal { precision: 38, scale },
                             SqlType::Real => SqlType::Float,
                             other => other,
                         },
@@ -142,13 +137,7 @@ impl Aggregation {
     /// Accumulates one row.
     pub fn feed(&mut self, row: &[Value], env: &Env<'_>) -> Result<(), SqlError> {
         for item in &mut self.items {
-            let Item::Agg {
-                kind,
-                arg,
-                acc,
-                count,
-            } = item
-            else {
+            let Item::Agg { kind, arg, acc, count } = item else {
                 continue;
             };
             let v = arg.eval(row, env)?;
@@ -189,9 +178,7 @@ impl Aggregation {
         for item in self.items {
             out.push(match item {
                 Item::Const(b) => b.eval(&[], env)?,
-                Item::Agg {
-                    kind, acc, count, ..
-                } => match kind {
+                Item::Agg { kind, acc, count, .. } => match kind {
                     Kind::Count | Kind::CountBig => Value::Int(count),
                     Kind::Avg if count > 0 => arithmetic(BinOp::Div, acc, Value::Int(count))?,
                     _ => acc,

@@ -260,6 +260,9 @@ pub struct Statement {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StatementKind {
     Query(Query),
+    /// `EXEC (N'…')`: the string runs as a batch of its own (so `CREATE SCHEMA` may
+    /// be its first statement), the documented way to create a schema conditionally.
+    ExecString(String),
     Insert {
         table: ObjectName,
         columns: Option<Vec<String>>,

@@ -44,9 +44,7 @@ impl DatabaseTracking {
             2 => 3_600_000,
             _ => 86_400_000,
         };
-        u64::try_from(self.retention)
-            .unwrap_or(0)
-            .saturating_mul(unit)
+        u64::try_from(self.retention).unwrap_or(0).saturating_mul(unit)
     }
 
     /// `retention_period_units_desc`.
@@ -157,12 +155,7 @@ impl Database {
     /// A new database with the built-in schemas and users.
     pub fn new(database_id: i64, name: &str, now_ms: u64) -> Self {
         let mut schemas = OrdMap::new();
-        for (id, n) in [
-            (1, "dbo"),
-            (2, "guest"),
-            (3, "INFORMATION_SCHEMA"),
-            (4, "sys"),
-        ] {
+        for (id, n) in [(1, "dbo"), (2, "guest"), (3, "INFORMATION_SCHEMA"), (4, "sys")] {
             schemas.insert(
                 ci(n),
                 Schema {

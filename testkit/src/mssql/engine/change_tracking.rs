@@ -163,20 +163,14 @@ pub fn record(db: &mut Database, ops: &[Op], now_ms: u64) -> Option<i64> {
             RowChange::Insert { key, .. } => add(key, PendingKind::Insert),
             RowChange::Delete { key } => add(key, PendingKind::Delete),
             RowChange::Update {
-                old_key,
-                key,
-                changed,
-                ..
+                old_key, key, changed, ..
             } => {
                 if old_key != key {
                     // Primary key updates are a delete of the old key and an insert.
                     add(old_key, PendingKind::Delete);
                     add(key, PendingKind::Insert);
                 } else {
-                    add(
-                        key,
-                        PendingKind::Update(update_mask(table, tracking, changed)),
-                    );
+                    add(key, PendingKind::Update(update_mask(table, tracking, changed)));
                 }
             }
         }
@@ -194,18 +188,12 @@ pub fn record(db: &mut Database, ops: &[Op], now_ms: u64) -> Option<i64> {
         let Some(tracking) = table.tracking.as_mut() else {
             continue;
         };
-        let mut keys_at_version = tracking
-            .by_version
-            .get(&version)
-            .cloned()
-            .unwrap_or_default();
+        let mut keys_at_version = tracking.by_version.get(&version).cloned().unwrap_or_default();
         for (key, p) in changes {
             let kind = match p.kind {
                 PendingKind::Insert => EntryKind::Insert,
                 PendingKind::Delete => EntryKind::Delete,
-                PendingKind::Update(mask) => {
-                    EntryKind::Update(mask.map(|m| m.into_iter().collect()))
-                }
+                PendingKind::Update(mask) => EntryKind::Update(mask.map(|m| m.into_iter().collect())),
             };
             let inserted = matches!(kind, EntryKind::Insert);
             let entry = Entry {
@@ -248,11 +236,7 @@ pub fn record(db: &mut Database, ops: &[Op], now_ms: u64) -> Option<i64> {
 
 /// The mask of an update: the SET columns' ids, or `None` (all) when column
 /// tracking is off or every non-key column was set.
-fn update_mask(
-    table: &Table,
-    tracking: &TableTracking,
-    changed: &[usize],
-) -> Option<std::collections::BTreeSet<i64>> {
+fn update_mask(table: &Table, tracking: &TableTracking, changed: &[usize]) -> Option<std::collections::BTreeSet<i64>> {
     if !tracking.track_columns_updated {
         return None;
     }
@@ -277,12 +261,7 @@ pub struct ChangeRow {
 }
 
 /// The net change of one key relative to `since` (`None` = all tracked changes).
-pub fn net_change(
-    history: &KeyHistory,
-    key: &Key,
-    since: Option<i64>,
-    track_columns: bool,
-) -> Option<ChangeRow> {
+pub fn net_change(history: &KeyHistory, key: &Key, since: Option<i64>, track_columns: bool) -> Option<ChangeRow> {
     let last = history.entries.last()?;
     let after_start = match since {
         Some(v) => history.entries.partition_point(|e| e.version <= v),
@@ -332,10 +311,7 @@ pub fn net_change(
 }
 
 /// Iterates the net changes since `since`, ordered by last change version then key.
-pub fn changes_since(
-    tracking: &TableTracking,
-    since: Option<i64>,
-) -> impl Iterator<Item = ChangeRow> + '_ {
+pub fn changes_since(tracking: &TableTracking, since: Option<i64>) -> impl Iterator<Item = ChangeRow> + '_ {
     let from = since.map_or(i64::MIN, |v| v.saturating_add(1));
     tracking
         .by_version
@@ -401,11 +377,7 @@ pub fn cleanup(db: &mut Database, now_ms: u64) {
             continue;
         };
         tracking.cleanup_version = tracking.cleanup_version.max(upto);
-        let old_versions: Vec<i64> = tracking
-            .by_version
-            .range(..=upto)
-            .map(|(v, _)| *v)
-            .collect();
+        let old_versions: Vec<i64> = tracking.by_version.range(..=upto).map(|(v, _)| *v).collect();
         for v in old_versions {
             if let Some(keys) = tracking.by_version.remove(&v) {
                 for key in keys {

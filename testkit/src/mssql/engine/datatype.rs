@@ -29,10 +29,7 @@ pub fn parse_type(name: &str, args: &[Option<u32>]) -> Result<SqlType, SqlError>
             _ => Err(SqlError::new(
                 1002,
                 16,
-                format!(
-                    "Line 1: Specified scale {} is invalid.",
-                    arg(0).flatten().unwrap_or(0)
-                ),
+                format!("Line 1: Specified scale {} is invalid.", arg(0).flatten().unwrap_or(0)),
             )),
         }
     };

@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use super::ast::{ColumnDef, DatabaseOption, ObjectName, PrimaryKeyDef, RetentionUnit, Securable};
-use super::catalog::{
-    ci, ColumnMeta, Database, DatabaseTracking, Grant, GrantTarget, Login, State, Table, User,
-};
+use super::catalog::{ci, ColumnMeta, Database, DatabaseTracking, Grant, GrantTarget, Login, State, Table, User};
 use super::change_tracking::TableTracking;
 use super::error;
 use crate::mssql::types::SqlError;
@@ -29,27 +27,20 @@ fn owner(state: &State, who: &Who<'_>, db: &str) -> bool {
 }
 
 fn db_mut<'s>(state: &'s mut State, name: &str) -> Result<&'s mut Database, SqlError> {
-    state
-        .database_mut(name)
-        .ok_or_else(|| error::database_not_found(name))
+    state.database_mut(name).ok_or_else(|| error::database_not_found(name))
 }
 
 /// `CREATE DATABASE`.
 pub fn create_database(state: &mut State, who: &Who<'_>, name: &str) -> Result<(), SqlError> {
     if !who.sysadmin {
-        return Err(error::database_permission_denied(
-            "CREATE DATABASE",
-            "master",
-        ));
+        return Err(error::database_permission_denied("CREATE DATABASE", "master"));
     }
     if state.database(name).is_some() {
         return Err(error::database_exists(name));
     }
     let id = state.next_database_id;
     state.next_database_id += 1;
-    state
-        .databases
-        .insert(ci(name), Database::new(id, name, who.now_ms));
+    state.databases.insert(ci(name), Database::new(id, name, who.now_ms));
     Ok(())
 }
 
@@ -65,10 +56,7 @@ pub fn drop_database(state: &mut State, who: &Who<'_>, name: &str) -> Result<(),
 /// `CREATE SCHEMA`.
 pub fn create_schema(state: &mut State, who: &Who<'_>, name: &str) -> Result<(), SqlError> {
     if !owner(state, who, who.database) {
-        return Err(error::database_permission_denied(
-            "CREATE SCHEMA",
-            who.database,
-        ));
+        return Err(error::database_permission_denied("CREATE SCHEMA", who.database));
     }
     let db = db_mut(state, who.database)?;
     if db.schema(name).is_some() {
@@ -134,16 +122,13 @@ pub fn create_table(
     };
     let mut pk = Vec::new();
     for c in &pk_cols {
-        let i = metas
-            .iter()
-            .position(|m| ci(&m.name) == ci(c))
-            .ok_or_else(|| {
-                SqlError::new(
-                    1911,
-                    16,
-                    format!("Column name '{c}' does not exist in the target table or view."),
-                )
-            })?;
+        let i = metas.iter().position(|m| ci(&m.name) == ci(c)).ok_or_else(|| {
+            SqlError::new(
+                1911,
+                16,
+                format!("Column name '{c}' does not exist in the target table or view."),
+            )
+        })?;
         if columns[i].nullable == Some(true) {
             return Err(error::nullable_primary_key(&metas[i].name, name.object()));
         }
@@ -163,11 +148,7 @@ pub fn create_table(
         }))
     };
     if let Some(n) = &pk_name {
-        if db
-            .tables
-            .values()
-            .any(|t| t.pk_name.as_deref().map(ci) == Some(ci(n)))
-        {
+        if db.tables.values().any(|t| t.pk_name.as_deref().map(ci) == Some(ci(n))) {
             return Err(error::object_exists(n));
         }
     }
@@ -197,12 +178,7 @@ fn find_table_id(state: &State, who: &Who<'_>, name: &ObjectName) -> Option<(Str
 }
 
 /// `DROP TABLE [IF EXISTS]`.
-pub fn drop_table(
-    state: &mut State,
-    who: &Who<'_>,
-    name: &ObjectName,
-    if_exists: bool,
-) -> Result<(), SqlError> {
+pub fn drop_table(state: &mut State, who: &Who<'_>, name: &ObjectName, if_exists: bool) -> Result<(), SqlError> {
     let Some((dbname, id)) = find_table_id(state, who, name) else {
         if if_exists {
             return Ok(());
@@ -219,7 +195,10 @@ pub fn drop_table(
 }
 
 /// `TRUNCATE TABLE`: removes every row without tracking them, and resets the
-/// table's change tracking as if it had just been enabled.
+/// table's change tracking as if it had just been enabled. On a tracked table the
+/// truncation commits as a transaction of its own, so it takes a new version and the
+/// minimum valid version moves to it: a client that synced up to the previous version
+/// sees its checkpoint expire instead of silently missing the truncation.
 pub fn truncate(state: &mut State, who: &Who<'_>, name: &ObjectName) -> Result<(), SqlError> {
     let Some((dbname, id)) = find_table_id(state, who, name) else {
         return Err(error::truncate_missing(&name.display()));
@@ -228,6 +207,11 @@ pub fn truncate(state: &mut State, who: &Who<'_>, name: &ObjectName) -> Result<(
         return Err(error::truncate_missing(&name.display()));
     }
     let db = db_mut(state, &dbname)?;
+    let tracked = db.tables.get(&id).is_some_and(|t| t.tracking.is_some());
+    if tracked && db.tracking.is_some() {
+        db.ct_version += 1;
+        db.version_times.insert(db.ct_version, who.now_ms);
+    }
     let current = db.ct_version;
     if let Some(t) = db.tables.get_mut(&id) {
         t.rows = imbl::OrdMap::new();
@@ -266,10 +250,7 @@ pub fn alter_table_tracking(
     let display = format!("{schema}.{}", table.name);
     if enable {
         if !db_tracking {
-            return Err(error::change_tracking_not_enabled_on_database(
-                &db_display,
-                &display,
-            ));
+            return Err(error::change_tracking_not_enabled_on_database(&db_display, &display));
         }
         if table.tracking.is_some() {
             return Err(error::change_tracking_already_enabled(&display));
@@ -361,12 +342,7 @@ pub fn alter_database(
 }
 
 /// `CREATE LOGIN … WITH PASSWORD = …`.
-pub fn create_login(
-    state: &mut State,
-    who: &Who<'_>,
-    name: &str,
-    password: &str,
-) -> Result<(), SqlError> {
+pub fn create_login(state: &mut State, who: &Who<'_>, name: &str, password: &str) -> Result<(), SqlError> {
     if !who.sysadmin {
         return Err(error::no_permission_for_action());
     }
@@ -389,12 +365,7 @@ pub fn create_login(
 }
 
 /// `CREATE USER … [FOR LOGIN …]`.
-pub fn create_user(
-    state: &mut State,
-    who: &Who<'_>,
-    name: &str,
-    login: Option<&str>,
-) -> Result<(), SqlError> {
+pub fn create_user(state: &mut State, who: &Who<'_>, name: &str, login: Option<&str>) -> Result<(), SqlError> {
     if !owner(state, who, who.database) {
         return Err(error::no_permission_for_action());
     }

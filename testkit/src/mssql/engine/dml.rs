@@ -31,11 +31,7 @@ fn full_name(db: &Database, table: &Table) -> String {
     )
 }
 
-fn writable<'e>(
-    env: &'e Env<'_>,
-    name: &ObjectName,
-    permission: &str,
-) -> Result<(&'e Database, &'e Table), SqlError> {
+fn writable<'e>(env: &'e Env<'_>, name: &ObjectName, permission: &str) -> Result<(&'e Database, &'e Table), SqlError> {
     if name.schema().is_some_and(|s| s.eq_ignore_ascii_case("sys")) {
         return Err(SqlError::new(
             259,
@@ -53,12 +49,7 @@ fn writable<'e>(
 
 /// Converts and checks a full row for `table`. Names for messages are built only
 /// when a check fails (this runs once per row of every write).
-pub fn check_row(
-    db: &Database,
-    table: &Table,
-    values: Vec<Value>,
-    statement: &str,
-) -> Result<Vec<Value>, SqlError> {
+pub fn check_row(db: &Database, table: &Table, values: Vec<Value>, statement: &str) -> Result<Vec<Value>, SqlError> {
     let mut out = Vec::with_capacity(values.len());
     for (v, c) in values.into_iter().zip(table.columns.iter()) {
         let v = coerce(
@@ -74,9 +65,7 @@ pub fn check_row(
                 // Name the table in the truncation message.
                 let full = full_name(db, table);
                 SqlError {
-                    message: e
-                        .message
-                        .replacen("table ''", &format!("table '{full}'"), 1),
+                    message: e.message.replacen("table ''", &format!("table '{full}'"), 1),
                     ..e
                 }
             } else {
@@ -84,11 +73,7 @@ pub fn check_row(
             }
         })?;
         if matches!(v, Value::Null) && !c.nullable {
-            return Err(error::null_not_allowed(
-                &c.name,
-                &full_name(db, table),
-                statement,
-            ));
+            return Err(error::null_not_allowed(&c.name, &full_name(db, table), statement));
         }
         let v = narrow_declared(v, &c.type_name)?;
         out.push(v);
@@ -108,9 +93,7 @@ pub fn plan_insert(
         Some(cols) => {
             let mut v = Vec::new();
             for c in cols {
-                let i = table
-                    .column_index(c)
-                    .ok_or_else(|| error::invalid_column(c))?;
+                let i = table.column_index(c).ok_or_else(|| error::invalid_column(c))?;
                 if v.contains(&i) {
                     return Err(SqlError::new(
                         264,
@@ -141,16 +124,10 @@ pub fn plan_insert(
         }
         let values = check_row(db, table, values, "INSERT")?;
         let key = table.key_of(&values);
-        if !table.primary_key.is_empty()
-            && (table.rows.contains_key(&key) || !seen.insert(key.clone()))
-        {
+        if !table.primary_key.is_empty() && (table.rows.contains_key(&key) || !seen.insert(key.clone())) {
             return Err(error::duplicate_key(
                 table.pk_name.as_deref().unwrap_or("PK"),
-                &format!(
-                    "{}.{}",
-                    db.schema_name(table.schema_id).unwrap_or("dbo"),
-                    table.name
-                ),
+                &format!("{}.{}", db.schema_name(table.schema_id).unwrap_or("dbo"), table.name),
                 &key.display(),
             ));
         }
@@ -177,9 +154,7 @@ pub fn plan_update(
     let scope = table_scope(name.object(), table);
     let mut targets = Vec::new();
     for (c, e) in sets {
-        let i = table
-            .column_index(c)
-            .ok_or_else(|| error::invalid_column(c))?;
+        let i = table.column_index(c).ok_or_else(|| error::invalid_column(c))?;
         targets.push((i, bind(e, &scope, env)?.bound));
     }
     let changed: Arc<[usize]> = targets.iter().map(|(i, _)| *i).collect::<Vec<_>>().into();
@@ -215,11 +190,7 @@ pub fn plan_update(
 }
 
 /// Plans `DELETE [FROM] t [WHERE …]`.
-pub fn plan_delete(
-    env: &Env<'_>,
-    name: &ObjectName,
-    filter: Option<&Expr>,
-) -> Result<Planned, SqlError> {
+pub fn plan_delete(env: &Env<'_>, name: &ObjectName, filter: Option<&Expr>) -> Result<Planned, SqlError> {
     let (db, table) = writable(env, name, "DELETE")?;
     let scope = table_scope(name.object(), table);
     let filter = match filter {
@@ -230,10 +201,7 @@ pub fn plan_delete(
     Ok(Planned {
         database: db.name.clone(),
         table_id: table.object_id,
-        changes: rows
-            .into_iter()
-            .map(|(key, _)| RowChange::Delete { key })
-            .collect(),
+        changes: rows.into_iter().map(|(key, _)| RowChange::Delete { key }).collect(),
     })
 }
 
@@ -257,9 +225,9 @@ fn narrow_declared(v: Value, type_name: &str) -> Result<Value, SqlError> {
         }
         ("smalldatetime", Value::DateTime(d)) => {
             use chrono::{Duration, NaiveTime, Timelike};
-            let minute = d.date().and_time(
-                NaiveTime::from_hms_opt(d.hour(), d.minute(), 0).unwrap_or(NaiveTime::MIN),
-            );
+            let minute = d
+                .date()
+                .and_time(NaiveTime::from_hms_opt(d.hour(), d.minute(), 0).unwrap_or(NaiveTime::MIN));
             // Rounded to the nearest minute.
             Ok(Value::DateTime(if d.second() >= 30 {
                 minute + Duration::minutes(1)

@@ -21,12 +21,7 @@ pub fn syntax_near(token: &str) -> SqlError {
 
 /// Msg 156: a reserved keyword where it cannot stand.
 pub fn syntax_near_keyword(keyword: &str) -> SqlError {
-    err(
-        156,
-        15,
-        1,
-        format!("Incorrect syntax near the keyword '{keyword}'."),
-    )
+    err(156, 15, 1, format!("Incorrect syntax near the keyword '{keyword}'."))
 }
 
 /// Msg 102 at end of input (SQL Server names the last token it read).
@@ -71,32 +66,17 @@ pub fn unknown_function(name: &str) -> SqlError {
 
 /// Msg 174: a built-in called with the wrong number of arguments.
 pub fn wrong_argument_count(name: &str, count: usize) -> SqlError {
-    err(
-        174,
-        15,
-        1,
-        format!("The {name} function requires {count} argument(s)."),
-    )
+    err(174, 15, 1, format!("The {name} function requires {count} argument(s)."))
 }
 
 /// Msg 2812: a bare word at the start of a batch is an EXEC of a stored procedure.
 pub fn unknown_procedure(name: &str) -> SqlError {
-    err(
-        2812,
-        16,
-        62,
-        format!("Could not find stored procedure '{name}'."),
-    )
+    err(2812, 16, 62, format!("Could not find stored procedure '{name}'."))
 }
 
 /// Msg 137: a variable or parameter that was never declared or passed.
 pub fn undeclared_variable(name: &str) -> SqlError {
-    err(
-        137,
-        15,
-        2,
-        format!("Must declare the scalar variable \"{name}\"."),
-    )
+    err(137, 15, 2, format!("Must declare the scalar variable \"{name}\"."))
 }
 
 /// Msg 911: `USE` or a three-part name naming a missing database.
@@ -327,7 +307,9 @@ pub fn schema_not_found(schema: &str) -> SqlError {
         2760,
         16,
         1,
-        format!("The specified schema name \"{schema}\" either does not exist or you do not have permission to use it."),
+        format!(
+            "The specified schema name \"{schema}\" either does not exist or you do not have permission to use it."
+        ),
     )
 }
 
@@ -402,12 +384,7 @@ pub fn cannot_access_database(login: &str, database: &str) -> SqlError {
 
 /// Msg 15025: CREATE LOGIN for an existing login.
 pub fn login_exists(name: &str) -> SqlError {
-    err(
-        15025,
-        16,
-        1,
-        format!("The server principal '{name}' already exists."),
-    )
+    err(15025, 16, 1, format!("The server principal '{name}' already exists."))
 }
 
 /// Msg 15023: CREATE USER for an existing user.
@@ -496,7 +473,9 @@ pub fn change_tracking_not_enabled_on_database(database: &str, table: &str) -> S
         1718,
         16,
         1,
-        format!("Change tracking must be enabled on database '{database}' before it can be enabled on table '{table}'."),
+        format!(
+            "Change tracking must be enabled on database '{database}' before it can be enabled on table '{table}'."
+        ),
     )
 }
 
@@ -654,9 +633,7 @@ pub fn not_supported(what: &str) -> SqlError {
         40517,
         16,
         1,
-        format!(
-            "Keyword or statement option '{what}' is not supported in this version of SQL Server."
-        ),
+        format!("Keyword or statement option '{what}' is not supported in this version of SQL Server."),
     )
 }
 

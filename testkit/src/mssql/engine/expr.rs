@@ -122,11 +122,7 @@ pub struct Typed {
 }
 
 fn typed(bound: Bound, ty: SqlType, nullable: bool) -> Typed {
-    Typed {
-        bound,
-        ty,
-        nullable,
-    }
+    Typed { bound, ty, nullable }
 }
 
 /// Binds an expression against a scope.
@@ -135,9 +131,7 @@ pub fn bind(expr: &Expr, scope: &Scope, env: &Env<'_>) -> Result<Typed, SqlError
         Expr::Literal(v) => {
             let ty = match v {
                 Value::Decimal { value, scale } => SqlType::Decimal {
-                    precision: (value.unsigned_abs().to_string().len() as u8)
-                        .max(*scale)
-                        .max(1),
+                    precision: (value.unsigned_abs().to_string().len() as u8).max(*scale).max(1),
                     scale: *scale,
                 },
                 Value::Binary(b) => SqlType::VarBinary(Some(b.len().max(1) as u16)),
@@ -183,41 +177,23 @@ pub fn bind(expr: &Expr, scope: &Scope, env: &Env<'_>) -> Result<Typed, SqlError
             let l = bind(left, scope, env)?;
             let r = bind(right, scope, env)?;
             let ty = match op {
-                BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => {
-                    arithmetic_type(&l.ty, &r.ty)
-                }
+                BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => arithmetic_type(&l.ty, &r.ty),
                 _ => SqlType::Bit,
             };
             let nullable = l.nullable || r.nullable;
-            typed(
-                Bound::Bin(*op, Box::new(l.bound), Box::new(r.bound)),
-                ty,
-                nullable,
-            )
+            typed(Bound::Bin(*op, Box::new(l.bound), Box::new(r.bound)), ty, nullable)
         }
         Expr::IsNull { expr, negated } => {
             let t = bind(expr, scope, env)?;
-            typed(
-                Bound::IsNull(Box::new(t.bound), *negated),
-                SqlType::Bit,
-                false,
-            )
+            typed(Bound::IsNull(Box::new(t.bound), *negated), SqlType::Bit, false)
         }
-        Expr::InList {
-            expr,
-            list,
-            negated,
-        } => {
+        Expr::InList { expr, list, negated } => {
             let t = bind(expr, scope, env)?;
             let items = list
                 .iter()
                 .map(|e| bind(e, scope, env).map(|t| t.bound))
                 .collect::<Result<Vec<_>, _>>()?;
-            typed(
-                Bound::In(Box::new(t.bound), items, *negated),
-                SqlType::Bit,
-                true,
-            )
+            typed(Bound::In(Box::new(t.bound), items, *negated), SqlType::Bit, true)
         }
         Expr::Between {
             expr,
@@ -234,18 +210,10 @@ pub fn bind(expr: &Expr, scope: &Scope, env: &Env<'_>) -> Result<Typed, SqlError
                 true,
             )
         }
-        Expr::Like {
-            expr,
-            pattern,
-            negated,
-        } => {
+        Expr::Like { expr, pattern, negated } => {
             let e = bind(expr, scope, env)?.bound;
             let p = bind(pattern, scope, env)?.bound;
-            typed(
-                Bound::Like(Box::new(e), Box::new(p), *negated),
-                SqlType::Bit,
-                true,
-            )
+            typed(Bound::Like(Box::new(e), Box::new(p), *negated), SqlType::Bit, true)
         }
         Expr::Function { name, args } => functions::bind_call(name, args, scope, env)?,
         Expr::Case {
@@ -296,11 +264,7 @@ pub fn bind(expr: &Expr, scope: &Scope, env: &Env<'_>) -> Result<Typed, SqlError
                 nullable,
             )
         }
-        Expr::Exists(q) => typed(
-            Bound::Exists(q.clone(), OnceCell::new()),
-            SqlType::Bit,
-            false,
-        ),
+        Expr::Exists(q) => typed(Bound::Exists(q.clone(), OnceCell::new()), SqlType::Bit, false),
         Expr::Subquery(q) => {
             let columns = query::describe(q, env)?;
             if columns.len() != 1 {
@@ -315,11 +279,7 @@ pub fn bind(expr: &Expr, scope: &Scope, env: &Env<'_>) -> Result<Typed, SqlError
         }
         Expr::Cast { expr, ty } => {
             let t = bind(expr, scope, env)?;
-            typed(
-                Bound::Cast(Box::new(t.bound), ty.clone()),
-                ty.clone(),
-                t.nullable,
-            )
+            typed(Bound::Cast(Box::new(t.bound), ty.clone()), ty.clone(), t.nullable)
         }
     })
 }
@@ -354,11 +314,7 @@ fn arithmetic_type(a: &SqlType, b: &SqlType) -> SqlType {
 /// The wider of two result types (CASE branches, UNION ALL columns).
 pub fn wider(a: &SqlType, b: &SqlType) -> SqlType {
     if rank(a) > 0 && rank(b) > 0 {
-        return if rank(a) >= rank(b) {
-            a.clone()
-        } else {
-            b.clone()
-        };
+        return if rank(a) >= rank(b) { a.clone() } else { b.clone() };
     }
     a.clone()
 }
@@ -391,14 +347,8 @@ impl Bound {
             Bound::Const(v) => v.clone(),
             Bound::Col(i) => row.get(*i).cloned().unwrap_or(Value::Null),
             Bound::Neg(e) => match e.eval(row, env)? {
-                Value::Int(i) => Value::Int(
-                    i.checked_neg()
-                        .ok_or_else(|| error::arithmetic_overflow("bigint"))?,
-                ),
-                Value::Decimal { value, scale } => Value::Decimal {
-                    value: -value,
-                    scale,
-                },
+                Value::Int(i) => Value::Int(i.checked_neg().ok_or_else(|| error::arithmetic_overflow("bigint"))?),
+                Value::Decimal { value, scale } => Value::Decimal { value: -value, scale },
                 Value::Money(m) => Value::Money(-m),
                 Value::Float(f) => Value::Float(-f),
                 Value::Null => Value::Null,
@@ -477,9 +427,7 @@ impl Bound {
             Bound::Like(e, p, negated) => match (e.eval(row, env)?, p.eval(row, env)?) {
                 (Value::String(s), Value::String(p)) => Value::Bit(like(&s, &p) != *negated),
                 (Value::Null, _) | (_, Value::Null) => Value::Null,
-                (other, Value::String(p)) => {
-                    Value::Bit(like(&value::display_value(&other), &p) != *negated)
-                }
+                (other, Value::String(p)) => Value::Bit(like(&value::display_value(&other), &p) != *negated),
                 _ => Value::Bit(false),
             },
             Bound::Case {
@@ -530,15 +478,7 @@ impl Bound {
             }
             Bound::Cast(e, ty) => {
                 let v = e.eval(row, env)?;
-                value::coerce(
-                    v,
-                    ty,
-                    &value::Target {
-                        table: "",
-                        column: "",
-                    },
-                )
-                .map_err(|e| {
+                value::coerce(v, ty, &value::Target { table: "", column: "" }).map_err(|e| {
                     if e.number == 2628 {
                         SqlError::new(8152, 16, "String or binary data would be truncated.")
                     } else {
@@ -561,9 +501,7 @@ impl Bound {
         match self {
             Bound::Const(_) | Bound::Exists(..) | Bound::Scalar(..) => {}
             Bound::Col(i) => f(*i),
-            Bound::Neg(e) | Bound::Not(e) | Bound::IsNull(e, _) | Bound::Cast(e, _) => {
-                e.visit_columns(f)
-            }
+            Bound::Neg(e) | Bound::Not(e) | Bound::IsNull(e, _) | Bound::Cast(e, _) => e.visit_columns(f),
             Bound::Bin(_, a, b) | Bound::Like(a, b, _) => {
                 a.visit_columns(f);
                 b.visit_columns(f);
@@ -692,11 +630,7 @@ pub fn arithmetic(op: BinOp, a: Value, b: Value) -> Result<Value, SqlError> {
                     (Decimal { scale, .. }, _) | (_, Decimal { scale, .. }) => *scale,
                     _ => 4,
                 };
-                let scale = if op == BinOp::Div {
-                    scale.max(6)
-                } else {
-                    scale
-                };
+                let scale = if op == BinOp::Div { scale.max(6) } else { scale };
                 let value = (r * 10f64.powi(i32::from(scale))).round() as i128;
                 return Ok(Decimal { value, scale });
             }

@@ -15,12 +15,7 @@ use super::security;
 use crate::mssql::types::{SqlError, SqlType, Value};
 
 /// Binds a call, checking the name and argument count.
-pub fn bind_call(
-    name: &str,
-    args: &[Expr],
-    scope: &Scope,
-    env: &Env<'_>,
-) -> Result<Typed, SqlError> {
+pub fn bind_call(name: &str, args: &[Expr], scope: &Scope, env: &Env<'_>) -> Result<Typed, SqlError> {
     let (func, arity, ty, nullable): (Func, &[usize], SqlType, bool) = match name {
         "OBJECT_ID" => (Func::ObjectId, &[1, 2], SqlType::Int, true),
         "OBJECT_NAME" => (Func::ObjectName, &[1, 2], SYSNAME, true),
@@ -30,9 +25,7 @@ pub fn bind_call(
         "HAS_PERMS_BY_NAME" => (Func::HasPermsByName, &[3, 4, 5], SqlType::Int, true),
         "COLUMNPROPERTY" => (Func::ColumnProperty, &[3], SqlType::Int, true),
         "CHANGE_TRACKING_CURRENT_VERSION" => (Func::CtCurrentVersion, &[0], SqlType::BigInt, true),
-        "CHANGE_TRACKING_MIN_VALID_VERSION" => {
-            (Func::CtMinValidVersion, &[1], SqlType::BigInt, true)
-        }
+        "CHANGE_TRACKING_MIN_VALID_VERSION" => (Func::CtMinValidVersion, &[1], SqlType::BigInt, true),
         "CHANGE_TRACKING_IS_COLUMN_IN_MASK" => (Func::CtIsColumnInMask, &[2], SqlType::Bit, true),
         "ISNULL" => (Func::IsNull, &[2], SqlType::Int, true),
         "COALESCE" => (Func::Coalesce, &[], SqlType::Int, true),
@@ -46,12 +39,7 @@ pub fn bind_call(
         "SYSUTCDATETIME" => (Func::SysUtcDateTime, &[0], SqlType::DateTime2(7), false),
         "USER_NAME" => (Func::UserName, &[0], SYSNAME, true),
         "SUSER_NAME" | "SUSER_SNAME" => (Func::SuserName, &[0], SYSNAME, true),
-        "SERVERPROPERTY" => (
-            Func::ServerProperty,
-            &[1],
-            SqlType::NVarChar(Some(128)),
-            true,
-        ),
+        "SERVERPROPERTY" => (Func::ServerProperty, &[1], SqlType::NVarChar(Some(128)), true),
         _ => return Err(error::unknown_function(name)),
     };
     if func == Func::Coalesce {
@@ -105,9 +93,7 @@ pub fn global(name: &str, env: &Env<'_>) -> Result<(Value, SqlType), SqlError> {
 fn int_arg(v: &Value) -> Option<i64> {
     match v {
         Value::Int(i) => Some(*i),
-        Value::Decimal { value, scale } => {
-            i64::try_from(*value / 10i128.pow(u32::from(*scale))).ok()
-        }
+        Value::Decimal { value, scale } => i64::try_from(*value / 10i128.pow(u32::from(*scale))).ok(),
         Value::String(s) => s.trim().parse().ok(),
         Value::Bit(b) => Some(i64::from(*b)),
         _ => None,
@@ -158,17 +144,11 @@ pub fn call(f: Func, args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
                 }
             }
             match find_table(env, &parsed) {
-                Some((db, table)) if security::can_see_table(env, db, table) => {
-                    Value::Int(table.object_id)
-                }
+                Some((db, table)) if security::can_see_table(env, db, table) => Value::Int(table.object_id),
                 _ => Value::Null,
             }
         }
-        Func::ObjectName => match args
-            .first()
-            .and_then(int_arg)
-            .and_then(|id| find_table_by_id(env, id))
-        {
+        Func::ObjectName => match args.first().and_then(int_arg).and_then(|id| find_table_by_id(env, id)) {
             Some((_, t)) => Value::String(t.name.clone()),
             None => Value::Null,
         },
@@ -227,11 +207,7 @@ pub fn call(f: Func, args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
                 None => Value::Null,
             }
         }
-        Func::CtMinValidVersion => match args
-            .first()
-            .and_then(int_arg)
-            .and_then(|id| find_table_by_id(env, id))
-        {
+        Func::CtMinValidVersion => match args.first().and_then(int_arg).and_then(|id| find_table_by_id(env, id)) {
             Some((_, t)) => match &t.tracking {
                 Some(tr) => Value::Int(tr.min_valid_version()),
                 None => Value::Null,
@@ -239,9 +215,7 @@ pub fn call(f: Func, args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
             None => Value::Null,
         },
         Func::CtIsColumnInMask => match args.first().and_then(int_arg) {
-            Some(id) => {
-                change_tracking::is_column_in_mask(id, args.get(1).unwrap_or(&Value::Null))?
-            }
+            Some(id) => change_tracking::is_column_in_mask(id, args.get(1).unwrap_or(&Value::Null))?,
             None => Value::Null,
         },
         Func::IsNull | Func::Coalesce => args
@@ -271,20 +245,14 @@ pub fn call(f: Func, args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
             },
             other => other.cloned().unwrap_or(Value::Null),
         },
-        Func::GetDate | Func::SysDateTime | Func::GetUtcDate | Func::SysUtcDateTime => {
-            Value::DateTime(env.now)
-        }
+        Func::GetDate | Func::SysDateTime | Func::GetUtcDate | Func::SysUtcDateTime => Value::DateTime(env.now),
         Func::UserName => match env.current_db()?.user_for_login(env.login) {
             Some(u) => Value::String(u.name.clone()),
             None => Value::String("guest".into()),
         },
         Func::SuserName => Value::String(env.login.into()),
         Func::ServerProperty => {
-            let name = args
-                .first()
-                .and_then(str_arg)
-                .unwrap_or("")
-                .to_ascii_lowercase();
+            let name = args.first().and_then(str_arg).unwrap_or("").to_ascii_lowercase();
             match name.as_str() {
                 "productversion" => Value::String("16.0.1000.6".into()),
                 "productmajorversion" => Value::String("16".into()),
@@ -313,9 +281,9 @@ fn has_perms_by_name(args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
                 return Ok(Value::Null);
             };
             match find_table(env, &name) {
-                Some((db, table)) if security::can_see_table(env, db, table) => Ok(Value::Int(
-                    i64::from(security::has_table_permission(env, db, table, &permission)),
-                )),
+                Some((db, table)) if security::can_see_table(env, db, table) => Ok(Value::Int(i64::from(
+                    security::has_table_permission(env, db, table, &permission),
+                ))),
                 _ => Ok(Value::Null),
             }
         }

@@ -107,37 +107,20 @@ pub fn tokenize(sql: &str) -> Result<Vec<Token>, SqlError> {
             continue;
         }
         let start_line = line;
-        let push = |out: &mut Vec<Token>, tok: Tok| {
-            out.push(Token {
-                tok,
-                line: start_line,
-            })
-        };
+        let push = |out: &mut Vec<Token>, tok: Tok| out.push(Token { tok, line: start_line });
         // N'…'
         if (c == 'N' || c == 'n') && i + 1 < n && chars[i + 1] == '\'' {
             let (text, next, lines) = read_string(&chars, i + 1, start_line)?;
             line = lines;
             i = next;
-            push(
-                &mut out,
-                Tok::Str {
-                    text,
-                    national: true,
-                },
-            );
+            push(&mut out, Tok::Str { text, national: true });
             continue;
         }
         if c == '\'' {
             let (text, next, lines) = read_string(&chars, i, start_line)?;
             line = lines;
             i = next;
-            push(
-                &mut out,
-                Tok::Str {
-                    text,
-                    national: false,
-                },
-            );
+            push(&mut out, Tok::Str { text, national: false });
             continue;
         }
         if c == '[' {
@@ -229,14 +212,7 @@ pub fn tokenize(sql: &str) -> Result<Vec<Token>, SqlError> {
                 text.push(chars[i]);
                 i += 1;
             }
-            push(
-                &mut out,
-                if global {
-                    Tok::Global(text)
-                } else {
-                    Tok::Var(text)
-                },
-            );
+            push(&mut out, if global { Tok::Global(text) } else { Tok::Var(text) });
             continue;
         }
         if c.is_alphabetic() || c == '_' || c == '#' {
@@ -245,13 +221,7 @@ pub fn tokenize(sql: &str) -> Result<Vec<Token>, SqlError> {
                 text.push(chars[i]);
                 i += 1;
             }
-            push(
-                &mut out,
-                Tok::Word {
-                    text,
-                    quoted: false,
-                },
-            );
+            push(&mut out, Tok::Word { text, quoted: false });
             continue;
         }
         let two: String = chars[i..(i + 2).min(n)].iter().collect();
@@ -299,11 +269,7 @@ fn is_ident_char(c: char) -> bool {
     c.is_alphanumeric() || c == '_' || c == '$' || c == '#' || c == '@'
 }
 
-fn read_string(
-    chars: &[char],
-    quote: usize,
-    mut line: u32,
-) -> Result<(String, usize, u32), SqlError> {
+fn read_string(chars: &[char], quote: usize, mut line: u32) -> Result<(String, usize, u32), SqlError> {
     let mut i = quote + 1;
     let mut text = String::new();
     let start_line = line;

@@ -98,8 +98,8 @@ fn open_source<'s>(env: &'s Env<'_>, table_ref: &TableRef) -> Result<Source<'s>,
                         .ok_or_else(|| error::invalid_object(&name.display()))?,
                     None => env.current_db()?,
                 };
-                let view = sysviews::view(env, db, name.object())
-                    .ok_or_else(|| error::invalid_object(&name.display()))?;
+                let view =
+                    sysviews::view(env, db, name.object()).ok_or_else(|| error::invalid_object(&name.display()))?;
                 return Ok(Source {
                     columns: view
                         .columns
@@ -130,11 +130,7 @@ fn open_source<'s>(env: &'s Env<'_>, table_ref: &TableRef) -> Result<Source<'s>,
             alias,
         } => {
             let (db, table) = resolve_table(env, name)?;
-            let display = format!(
-                "{}.{}",
-                db.schema_name(table.schema_id).unwrap_or("dbo"),
-                table.name
-            );
+            let display = format!("{}.{}", db.schema_name(table.schema_id).unwrap_or("dbo"), table.name);
             let tracking = match (&db.tracking, &table.tracking) {
                 (Some(_), Some(t)) => t,
                 _ => return Err(error::change_tracking_not_enabled_on_table(&display)),
@@ -149,10 +145,7 @@ fn open_source<'s>(env: &'s Env<'_>, table_ref: &TableRef) -> Result<Source<'s>,
                 other => match super::value::coerce(
                     other,
                     &SqlType::BigInt,
-                    &super::value::Target {
-                        table: "",
-                        column: "",
-                    },
+                    &super::value::Target { table: "", column: "" },
                 )? {
                     Value::Int(i) => Some(i),
                     _ => None,
@@ -314,16 +307,8 @@ fn leading_lower_bound(filter: &Bound, col: usize) -> Option<Value> {
         for c in d.conjuncts() {
             if let Bound::Bin(op, a, b) = c {
                 let v = match (op, a.as_ref(), b.as_ref()) {
-                    (BinOp::Gt | BinOp::Ge | BinOp::Eq, Bound::Col(i), Bound::Const(v))
-                        if *i == col =>
-                    {
-                        Some(v)
-                    }
-                    (BinOp::Lt | BinOp::Le | BinOp::Eq, Bound::Const(v), Bound::Col(i))
-                        if *i == col =>
-                    {
-                        Some(v)
-                    }
+                    (BinOp::Gt | BinOp::Ge | BinOp::Eq, Bound::Col(i), Bound::Const(v)) if *i == col => Some(v),
+                    (BinOp::Lt | BinOp::Le | BinOp::Eq, Bound::Const(v), Bound::Col(i)) if *i == col => Some(v),
                     _ => None,
                 };
                 if let Some(v) = v {
@@ -367,11 +352,7 @@ impl Plan<'_> {
     }
 
     /// Pushes every joined, filtered row to `sink` until it returns `false`.
-    fn scan(
-        &self,
-        env: &Env<'_>,
-        sink: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>,
-    ) -> Result<(), SqlError> {
+    fn scan(&self, env: &Env<'_>, sink: &mut dyn FnMut(&[Value]) -> Result<bool, SqlError>) -> Result<(), SqlError> {
         let mut buf: Vec<Value> = Vec::with_capacity(self.width());
         let mut emit = |row: &[Value], buf: &mut Vec<Value>| -> Result<bool, SqlError> {
             buf.clear();
@@ -451,20 +432,19 @@ impl Plan<'_> {
         let plan = &self.joins[level - 1];
         let base = buf.len();
         let mut matched = false;
-        let mut try_row =
-            |row: &[Value], buf: &mut Vec<Value>, matched: &mut bool| -> Result<bool, SqlError> {
-                buf.truncate(base);
-                buf.extend_from_slice(row);
-                let ok = match &plan.on {
-                    Some(on) => truthy(&on.eval(buf, env)?),
-                    None => true,
-                };
-                if ok {
-                    *matched = true;
-                    return self.join(level + 1, buf, env, sink);
-                }
-                Ok(true)
+        let mut try_row = |row: &[Value], buf: &mut Vec<Value>, matched: &mut bool| -> Result<bool, SqlError> {
+            buf.truncate(base);
+            buf.extend_from_slice(row);
+            let ok = match &plan.on {
+                Some(on) => truthy(&on.eval(buf, env)?),
+                None => true,
             };
+            if ok {
+                *matched = true;
+                return self.join(level + 1, buf, env, sink);
+            }
+            Ok(true)
+        };
         if let (Some(exprs), Rows::Table(t)) = (&plan.lookup, &self.sources[level].rows) {
             let mut key = Vec::with_capacity(exprs.len());
             for e in exprs {
@@ -578,10 +558,12 @@ fn eval_top(select: &Select, env: &Env<'_>) -> Result<Option<usize>, SqlError> {
             "The number of rows provided for a TOP or FETCH clauses row count parameter must be an integer.",
         )),
         Value::Null => Ok(Some(0)),
-        other => match super::value::coerce(other, &SqlType::BigInt, &super::value::Target { table: "", column: "" })? {
-            Value::Int(n) => Ok(Some(usize::try_from(n.max(0)).unwrap_or(0))),
-            _ => Ok(Some(0)),
-        },
+        other => {
+            match super::value::coerce(other, &SqlType::BigInt, &super::value::Target { table: "", column: "" })? {
+                Value::Int(n) => Ok(Some(usize::try_from(n.max(0)).unwrap_or(0))),
+                _ => Ok(Some(0)),
+            }
+        }
     }
 }
 
@@ -602,27 +584,22 @@ fn bind_order(
                 return Err(SqlError::new(
                     108,
                     15,
-                    format!("The ORDER BY position number {k} is out of range of the number of items in the select list."),
+                    format!(
+                        "The ORDER BY position number {k} is out of range of the number of items in the select list."
+                    ),
                 ));
             }
             out.push((rebind_output(select, scope, k - 1, env)?, item.descending));
             continue;
         }
-        if let Expr::Column {
-            qualifier: None,
-            name,
-        } = &item.expr
-        {
+        if let Expr::Column { qualifier: None, name } = &item.expr {
             let hits: Vec<usize> = projection
                 .columns
                 .iter()
                 .enumerate()
                 .filter(|(i, c)| {
                     ci(&c.name) == ci(name)
-                        && matches!(
-                            select.items.get(*i),
-                            Some(SelectItem::Expr { alias: Some(_), .. })
-                        )
+                        && matches!(select.items.get(*i), Some(SelectItem::Expr { alias: Some(_), .. }))
                 })
                 .map(|(i, _)| i)
                 .collect();
@@ -636,12 +613,7 @@ fn bind_order(
     Ok(out)
 }
 
-fn rebind_output(
-    select: &Select,
-    scope: &Scope,
-    index: usize,
-    env: &Env<'_>,
-) -> Result<Bound, SqlError> {
+fn rebind_output(select: &Select, scope: &Scope, index: usize, env: &Env<'_>) -> Result<Bound, SqlError> {
     let mut k = 0;
     for item in &select.items {
         match item {
@@ -703,9 +675,7 @@ fn run_select(
     for (k, spec) in join_specs.iter().enumerate() {
         if spec.kind == JoinKind::Left {
             let level = k + 1;
-            for c in
-                &mut scope.columns[offsets[level]..offsets[level] + sources[level].columns.len()]
-            {
+            for c in &mut scope.columns[offsets[level]..offsets[level] + sources[level].columns.len()] {
                 c.nullable = true;
             }
         }
@@ -723,8 +693,7 @@ fn run_select(
         };
         let lookup = match (&on, &sources[level].rows) {
             (Some(on), Rows::Table(t)) if !t.primary_key.is_empty() => {
-                let key_cols: Vec<usize> =
-                    t.primary_key.iter().map(|&c| offsets[level] + c).collect();
+                let key_cols: Vec<usize> = t.primary_key.iter().map(|&c| offsets[level] + c).collect();
                 key_lookup(on, &key_cols, offsets[level])
             }
             _ => None,
@@ -809,9 +778,7 @@ fn run_select(
     }
     let access = match &sources[0].rows {
         Rows::Table(t) => table_access(filter.as_ref(), &t.primary_key),
-        Rows::Changes { .. } => {
-            version_upper_bound(filter.as_ref()).map_or(Access::Full, Access::UpToVersion)
-        }
+        Rows::Changes { .. } => version_upper_bound(filter.as_ref()).map_or(Access::Full, Access::UpToVersion),
         Rows::Materialized(_) => Access::Full,
     };
     let natural = &sources[0].natural_order;
@@ -982,20 +949,13 @@ pub fn scalar(query: &Query, env: &Env<'_>) -> Result<Value, SqlError> {
 
 /// The result columns of a query (for typing scalar subqueries).
 pub fn describe(query: &Query, env: &Env<'_>) -> Result<Vec<Column>, SqlError> {
-    let first = query
-        .branches
-        .first()
-        .ok_or_else(|| error::syntax_near("SELECT"))?;
+    let first = query.branches.first().ok_or_else(|| error::syntax_near("SELECT"))?;
     Ok(run_select(first, &[], Some(0), env)?.columns)
 }
 
 /// Rows of `table` matching `filter` (bound against [`table_scope`]), using the key
 /// when the filter pins or bounds it.
-pub fn matching_rows(
-    table: &Table,
-    filter: Option<&Bound>,
-    env: &Env<'_>,
-) -> Result<Vec<(Key, Row)>, SqlError> {
+pub fn matching_rows(table: &Table, filter: Option<&Bound>, env: &Env<'_>) -> Result<Vec<(Key, Row)>, SqlError> {
     let access = table_access(filter, &table.primary_key);
     let mut out = Vec::new();
     let mut check = |key: &Key, row: &Row| -> Result<(), SqlError> {

@@ -52,12 +52,7 @@ pub fn can_see_table(env: &Env<'_>, db: &Database, table: &Table) -> bool {
 }
 
 /// Msg 229 unless the permission is held.
-pub fn require_table_permission(
-    env: &Env<'_>,
-    db: &Database,
-    table: &Table,
-    permission: &str,
-) -> Result<(), SqlError> {
+pub fn require_table_permission(env: &Env<'_>, db: &Database, table: &Table, permission: &str) -> Result<(), SqlError> {
     if has_table_permission(env, db, table, permission) {
         return Ok(());
     }
@@ -72,8 +67,5 @@ pub fn require_table_permission(
 /// Whether the principal owns the database (sysadmin or `dbo`): DDL, GRANT, CT
 /// configuration.
 pub fn is_db_owner(env: &Env<'_>, db: &Database) -> bool {
-    env.sysadmin
-        || db
-            .user_for_login(env.login)
-            .is_some_and(|u| u.principal_id == 1)
+    env.sysadmin || db.user_for_login(env.login).is_some_and(|u| u.principal_id == 1)
 }

@@ -81,10 +81,7 @@ impl Engine {
 
     /// Runs `f` on a copy of the committed state under the lock and publishes the
     /// copy only if `f` succeeds: statement-level atomicity.
-    pub(super) fn mutate<R>(
-        &self,
-        f: impl FnOnce(&mut State) -> Result<R, SqlError>,
-    ) -> Result<R, SqlError> {
+    pub(super) fn mutate<R>(&self, f: impl FnOnce(&mut State) -> Result<R, SqlError>) -> Result<R, SqlError> {
         let mut guard = self.lock();
         let mut work = guard.clone();
         let r = f(&mut work)?;
@@ -166,10 +163,7 @@ impl Engine {
             };
             let r = f(&mut txn)?;
             let Txn {
-                state,
-                database,
-                ops,
-                ..
+                state, database, ops, ..
             } = txn;
             if let Some(db) = state.database_mut(&database) {
                 change_tracking::record(db, &ops, now_ms);
@@ -215,12 +209,7 @@ fn wall_ms() -> u64 {
 impl Backend for Engine {
     type Session = Session;
 
-    fn login(
-        &self,
-        user: &str,
-        password: &str,
-        database: Option<&str>,
-    ) -> Result<Session, SqlError> {
+    fn login(&self, user: &str, password: &str, database: Option<&str>) -> Result<Session, SqlError> {
         let state = self.committed();
         let login = state
             .logins
@@ -316,10 +305,7 @@ impl Txn<'_> {
             .state
             .database_mut(&self.database)
             .ok_or_else(|| error::database_not_found(&self.database))?;
-        let t = db
-            .tables
-            .get(&id)
-            .ok_or_else(|| error::invalid_object(table))?;
+        let t = db.tables.get(&id).ok_or_else(|| error::invalid_object(table))?;
         if row.len() != t.columns.len() {
             return Err(error::insert_value_count());
         }
@@ -329,19 +315,12 @@ impl Txn<'_> {
             if t.rows.contains_key(k) {
                 return Err(error::duplicate_key(
                     t.pk_name.as_deref().unwrap_or("PK"),
-                    &format!(
-                        "{}.{}",
-                        db.schema_name(t.schema_id).unwrap_or("dbo"),
-                        t.name
-                    ),
+                    &format!("{}.{}", db.schema_name(t.schema_id).unwrap_or("dbo"), t.name),
                     &k.display(),
                 ));
             }
         }
-        let t = db
-            .tables
-            .get_mut(&id)
-            .ok_or_else(|| error::invalid_object(table))?;
+        let t = db.tables.get_mut(&id).ok_or_else(|| error::invalid_object(table))?;
         let key = match key {
             Some(k) => k,
             None => {
@@ -360,40 +339,27 @@ impl Txn<'_> {
     }
 
     /// Updates the row with this primary key; returns whether it existed.
-    pub fn update(
-        &mut self,
-        table: &str,
-        key: &[Value],
-        set: &[(&str, Value)],
-    ) -> Result<bool, SqlError> {
+    pub fn update(&mut self, table: &str, key: &[Value], set: &[(&str, Value)]) -> Result<bool, SqlError> {
         let id = self.table_id(table)?;
         let old_key = self.key(id, key)?;
         let db = self
             .state
             .database_mut(&self.database)
             .ok_or_else(|| error::database_not_found(&self.database))?;
-        let t = db
-            .tables
-            .get(&id)
-            .ok_or_else(|| error::invalid_object(table))?;
+        let t = db.tables.get(&id).ok_or_else(|| error::invalid_object(table))?;
         let Some(old) = t.rows.get(&old_key) else {
             return Ok(false);
         };
         let mut values = old.to_vec();
         let mut changed = Vec::with_capacity(set.len());
         for (name, v) in set {
-            let i = t
-                .column_index(name)
-                .ok_or_else(|| error::invalid_column(name))?;
+            let i = t.column_index(name).ok_or_else(|| error::invalid_column(name))?;
             values[i] = v.clone();
             changed.push(i);
         }
         let values = dml::check_row(db, t, values, "UPDATE")?;
         let schema = db.schema_name(t.schema_id).unwrap_or("dbo").to_string();
-        let t = db
-            .tables
-            .get_mut(&id)
-            .ok_or_else(|| error::invalid_object(table))?;
+        let t = db.tables.get_mut(&id).ok_or_else(|| error::invalid_object(table))?;
         let new_key = t.key_of(&values);
         if new_key != old_key && t.rows.contains_key(&new_key) {
             return Err(error::duplicate_key(
@@ -426,10 +392,7 @@ impl Txn<'_> {
             .state
             .database_mut(&self.database)
             .ok_or_else(|| error::database_not_found(&self.database))?;
-        let t = db
-            .tables
-            .get_mut(&id)
-            .ok_or_else(|| error::invalid_object(table))?;
+        let t = db.tables.get_mut(&id).ok_or_else(|| error::invalid_object(table))?;
         if t.rows.remove(&key).is_none() {
             return Ok(false);
         }

@@ -58,13 +58,7 @@ pub struct Session {
 
 impl Session {
     /// A session for an authenticated login in `database`.
-    pub(super) fn new(
-        engine: Engine,
-        login: String,
-        sysadmin: bool,
-        database: String,
-        spid: i64,
-    ) -> Self {
+    pub(super) fn new(engine: Engine, login: String, sysadmin: bool, database: String, spid: i64) -> Self {
         Self {
             engine,
             login,
@@ -146,10 +140,7 @@ impl Session {
     }
 
     /// Runs DDL against the committed state (DDL is not transactional here).
-    fn ddl(
-        &mut self,
-        f: impl FnOnce(&mut State, &Who<'_>) -> Result<(), SqlError>,
-    ) -> Result<Vec<Outcome>, SqlError> {
+    fn ddl(&mut self, f: impl FnOnce(&mut State, &Who<'_>) -> Result<(), SqlError>) -> Result<Vec<Outcome>, SqlError> {
         let who = self.who();
         self.engine.mutate(|state| f(state, &who))?;
         if let Some(t) = self.txn.as_mut() {
@@ -160,26 +151,14 @@ impl Session {
         Ok(vec![Outcome::Done { row_count: None }])
     }
 
-    fn dml(
-        &mut self,
-        kind: &StatementKind,
-        context: Option<std::sync::Arc<[u8]>>,
-    ) -> Result<Vec<Outcome>, SqlError> {
+    fn dml(&mut self, kind: &StatementKind, context: Option<std::sync::Arc<[u8]>>) -> Result<Vec<Outcome>, SqlError> {
         let plan = |env: &Env<'_>| -> Result<Planned, SqlError> {
             match kind {
-                StatementKind::Insert {
-                    table,
-                    columns,
-                    rows,
-                } => dml::plan_insert(env, table, columns.as_deref(), rows),
-                StatementKind::Update {
-                    table,
-                    sets,
-                    filter,
-                } => dml::plan_update(env, table, sets, filter.as_ref()),
-                StatementKind::Delete { table, filter } => {
-                    dml::plan_delete(env, table, filter.as_ref())
+                StatementKind::Insert { table, columns, rows } => {
+                    dml::plan_insert(env, table, columns.as_deref(), rows)
                 }
+                StatementKind::Update { table, sets, filter } => dml::plan_update(env, table, sets, filter.as_ref()),
+                StatementKind::Delete { table, filter } => dml::plan_delete(env, table, filter.as_ref()),
                 _ => Err(error::syntax_near("")),
             }
         };
@@ -293,9 +272,9 @@ impl Session {
                     rows: rs.rows,
                 }])
             }
-            k @ (StatementKind::Insert { .. }
-            | StatementKind::Update { .. }
-            | StatementKind::Delete { .. }) => self.dml(k, None),
+            k @ (StatementKind::Insert { .. } | StatementKind::Update { .. } | StatementKind::Delete { .. }) => {
+                self.dml(k, None)
+            }
             StatementKind::WithContext { context, statement } => {
                 let v = self.eval_scalar(context)?;
                 let ctx = match v {
@@ -324,33 +303,23 @@ impl Session {
                 columns,
                 primary_key,
             } => self.ddl(|s, w| ddl::create_table(s, w, name, columns, primary_key.as_ref())),
-            StatementKind::DropTable { name, if_exists } => {
-                self.ddl(|s, w| ddl::drop_table(s, w, name, *if_exists))
-            }
+            StatementKind::DropTable { name, if_exists } => self.ddl(|s, w| ddl::drop_table(s, w, name, *if_exists)),
             StatementKind::AlterTableChangeTracking {
                 table,
                 enable,
                 track_columns_updated,
-            } => self.ddl(|s, w| {
-                ddl::alter_table_tracking(s, w, table, *enable, *track_columns_updated)
-            }),
+            } => self.ddl(|s, w| ddl::alter_table_tracking(s, w, table, *enable, *track_columns_updated)),
             StatementKind::AlterDatabase { database, option } => {
                 if self.txn.is_some() {
                     return Err(error::not_allowed_in_transaction("ALTER DATABASE"));
                 }
                 self.ddl(|s, w| ddl::alter_database(s, w, database.as_deref(), option))
             }
-            StatementKind::CreateLogin { name, password } => {
-                self.ddl(|s, w| ddl::create_login(s, w, name, password))
-            }
+            StatementKind::CreateLogin { name, password } => self.ddl(|s, w| ddl::create_login(s, w, name, password)),
             StatementKind::CreateUser { name, login } => {
                 self.ddl(|s, w| ddl::create_user(s, w, name, login.as_deref()))
             }
-            StatementKind::Grant {
-                permissions,
-                on,
-                to,
-            } => self.ddl(|s, w| ddl::grant(s, w, permissions, on, to)),
+            StatementKind::Grant { permissions, on, to } => self.ddl(|s, w| ddl::grant(s, w, permissions, on, to)),
             StatementKind::Use(db) => {
                 let state = self.engine.committed();
                 let Some(d) = state.database(db) else {
@@ -367,6 +336,14 @@ impl Session {
                 done()
             }
             StatementKind::SetOption => done(),
+            StatementKind::ExecString(sql) => {
+                let statements = parse_batch(sql)?;
+                let mut out = Vec::new();
+                for s in &statements {
+                    out.extend(self.statement(s)?);
+                }
+                Ok(out)
+            }
             StatementKind::Print(e) => {
                 self.eval_scalar(e)?;
                 done()
@@ -466,9 +443,7 @@ fn check_conflicts(
     changes: &[RowChange],
     touched: &mut BTreeSet<(i64, Key)>,
 ) -> Result<(), SqlError> {
-    let now = committed
-        .database(database)
-        .and_then(|d| d.tables.get(&table));
+    let now = committed.database(database).and_then(|d| d.tables.get(&table));
     let then = base.database(database).and_then(|d| d.tables.get(&table));
     let (Some(now), Some(then)) = (now, then) else {
         return Ok(());
@@ -538,10 +513,7 @@ impl BackendSession for Session {
             Ok(s) => s,
             Err(e) => return vec![Outcome::Error(e)],
         };
-        self.vars = params
-            .iter()
-            .map(|p| (ci(&p.name), p.value.clone()))
-            .collect();
+        self.vars = params.iter().map(|p| (ci(&p.name), p.value.clone())).collect();
         let mut out = Vec::new();
         for stmt in &statements {
             match self.statement(stmt) {

@@ -22,8 +22,7 @@ pub fn apply(
     let db = state
         .database_mut(database)
         .ok_or_else(|| error::database_not_found(database))?;
-    let schema_name =
-        |db: &super::catalog::Database, id: i64| db.schema_name(id).unwrap_or("dbo").to_string();
+    let schema_name = |db: &super::catalog::Database, id: i64| db.schema_name(id).unwrap_or("dbo").to_string();
     let schema = {
         let t = db
             .tables

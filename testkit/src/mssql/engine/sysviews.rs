@@ -198,22 +198,18 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 .filter(|t| security::can_see_table(env, db, t))
                 .flat_map(|t| {
                     t.columns.iter().enumerate().map(move |(k, c)| {
-                        let (id, max_len, prec, scale) =
-                            match datatype::declared_override(&c.type_name) {
-                                Some(o) => o,
-                                None => (
-                                    type_id_of(&c.ty, &c.type_name),
-                                    datatype::max_length(&c.ty),
-                                    datatype::precision(&c.ty),
-                                    datatype::scale(&c.ty),
-                                ),
-                            };
+                        let (id, max_len, prec, scale) = match datatype::declared_override(&c.type_name) {
+                            Some(o) => o,
+                            None => (
+                                type_id_of(&c.ty, &c.type_name),
+                                datatype::max_length(&c.ty),
+                                datatype::precision(&c.ty),
+                                datatype::scale(&c.ty),
+                            ),
+                        };
                         let text = matches!(
                             c.ty,
-                            SqlType::Char(_)
-                                | SqlType::VarChar(_)
-                                | SqlType::NChar(_)
-                                | SqlType::NVarChar(_)
+                            SqlType::Char(_) | SqlType::VarChar(_) | SqlType::NChar(_) | SqlType::NVarChar(_)
                         );
                         vec![
                             i(t.object_id),
@@ -254,11 +250,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
             rows: datatype::system_types()
                 .into_iter()
                 .map(|(name, ty, user_type_id)| {
-                    let system_type_id = if user_type_id == 256 {
-                        231
-                    } else {
-                        user_type_id
-                    };
+                    let system_type_id = if user_type_id == 256 { 231 } else { user_type_id };
                     let (max_len, prec, scale) = match datatype::declared_override(name) {
                         Some((_, m, p, sc)) => (m, p, sc),
                         None => (
@@ -299,15 +291,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 .filter(|t| security::can_see_table(env, db, t))
                 .map(|t| {
                     if t.primary_key.is_empty() {
-                        vec![
-                            i(t.object_id),
-                            Value::Null,
-                            i(0),
-                            i(0),
-                            s("HEAP"),
-                            b(false),
-                            b(false),
-                        ]
+                        vec![i(t.object_id), Value::Null, i(0), i(0), s("HEAP"), b(false), b(false)]
                     } else {
                         vec![
                             i(t.object_id),
@@ -366,9 +350,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 .state
                 .logins
                 .values()
-                .filter(|l| {
-                    env.sysadmin || l.name.eq_ignore_ascii_case(env.login) || l.name == "sa"
-                })
+                .filter(|l| env.sysadmin || l.name.eq_ignore_ascii_case(env.login) || l.name == "sa")
                 .map(|l| {
                     vec![
                         s(&l.name),
@@ -406,11 +388,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                         i(u.principal_id),
                         s("S"),
                         s("SQL_USER"),
-                        if u.principal_id == 2 {
-                            Value::Null
-                        } else {
-                            s("dbo")
-                        },
+                        if u.principal_id == 2 { Value::Null } else { s("dbo") },
                     ]
                 })
                 .chain(std::iter::once(vec![

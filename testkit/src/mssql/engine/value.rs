@@ -27,11 +27,7 @@ impl Key {
 
     /// Renders the key as SQL Server does in Msg 2627 (`1, N'x'` → `1, x`).
     pub fn display(&self) -> String {
-        self.0
-            .iter()
-            .map(display_value)
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.0.iter().map(display_value).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -201,8 +197,8 @@ pub fn compare(a: &Value, b: &Value) -> Result<Option<Ordering>, SqlError> {
         (Value::DateTimeOffset(x), Value::DateTimeOffset(y)) => x.cmp(y),
         (Value::Guid(x), Value::Guid(y)) => x.cmp(y),
         (Value::String(s), Value::Guid(g)) | (Value::Guid(g), Value::String(s)) => {
-            let parsed = uuid::Uuid::parse_str(s.trim())
-                .map_err(|_| error::conversion_failed_generic("uniqueidentifier"))?;
+            let parsed =
+                uuid::Uuid::parse_str(s.trim()).map_err(|_| error::conversion_failed_generic("uniqueidentifier"))?;
             let o = parsed.cmp(g);
             if matches!(a, Value::String(_)) {
                 o
@@ -212,8 +208,7 @@ pub fn compare(a: &Value, b: &Value) -> Result<Option<Ordering>, SqlError> {
         }
         (Value::String(s), d @ (Value::Date(_) | Value::DateTime(_)))
         | (d @ (Value::Date(_) | Value::DateTime(_)), Value::String(s)) => {
-            let parsed =
-                parse_datetime(s).ok_or_else(|| error::conversion_failed_generic("datetime"))?;
+            let parsed = parse_datetime(s).ok_or_else(|| error::conversion_failed_generic("datetime"))?;
             let other = match d {
                 Value::Date(x) => x.and_time(NaiveTime::MIN),
                 Value::DateTime(x) => *x,
@@ -294,11 +289,7 @@ pub fn sort_cmp(a: &Value, b: &Value) -> Ordering {
 fn family_rank(v: &Value) -> u8 {
     match v {
         Value::Null => 0,
-        Value::Bit(_)
-        | Value::Int(_)
-        | Value::Decimal { .. }
-        | Value::Money(_)
-        | Value::Float(_) => 1,
+        Value::Bit(_) | Value::Int(_) | Value::Decimal { .. } | Value::Money(_) | Value::Float(_) => 1,
         Value::String(_) => 2,
         Value::Binary(_) => 3,
         Value::Date(_) | Value::DateTime(_) => 4,
@@ -326,11 +317,7 @@ pub fn parse_decimal(s: &str) -> Option<(i128, u8)> {
         return None;
     }
     let digits = format!("{int_part}{frac}");
-    let v: i128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
+    let v: i128 = if digits.is_empty() { 0 } else { digits.parse().ok()? };
     let scale = u8::try_from(frac.len()).ok()?;
     Some((if neg { -v } else { v }, scale))
 }
@@ -459,8 +446,7 @@ pub fn coerce(v: Value, ty: &SqlType, target: &Target<'_>) -> Result<Value, SqlE
                 }
                 Value::Money(m) => m / 10_000,
                 Value::Float(f) => {
-                    if f.is_finite() && f.trunc() >= i64::MIN as f64 && f.trunc() <= i64::MAX as f64
-                    {
+                    if f.is_finite() && f.trunc() >= i64::MIN as f64 && f.trunc() <= i64::MAX as f64 {
                         f.trunc() as i64
                     } else {
                         return Err(error::arithmetic_overflow(name));
@@ -491,8 +477,9 @@ pub fn coerce(v: Value, ty: &SqlType, target: &Target<'_>) -> Result<Value, SqlE
                     let scaled = (f * 10f64.powi(i32::from(*scale))).round();
                     (scaled as i128, *scale)
                 }
-                Value::String(s) => parse_decimal(&s)
-                    .ok_or_else(|| error::conversion_failed("varchar", &s, "numeric"))?,
+                Value::String(s) => {
+                    parse_decimal(&s).ok_or_else(|| error::conversion_failed("varchar", &s, "numeric"))?
+                }
                 other => return Err(error::operand_clash(family_name(&other), tyname)),
             };
             let from = if s == 0 { "int" } else { "numeric" };
@@ -500,10 +487,7 @@ pub fn coerce(v: Value, ty: &SqlType, target: &Target<'_>) -> Result<Value, SqlE
             if value.unsigned_abs() >= 10u128.pow(u32::from(*precision)) {
                 return Err(error::arithmetic_overflow_from(from, "numeric"));
             }
-            Ok(Value::Decimal {
-                value,
-                scale: *scale,
-            })
+            Ok(Value::Decimal { value, scale: *scale })
         }
         SqlType::Money => {
             let (value, s) = match v {
@@ -512,8 +496,9 @@ pub fn coerce(v: Value, ty: &SqlType, target: &Target<'_>) -> Result<Value, SqlE
                 Value::Decimal { value, scale } => (value, scale),
                 Value::Money(m) => (i128::from(m), 4),
                 Value::Float(f) => ((f * 10_000.0).round() as i128, 4),
-                Value::String(s) => parse_decimal(&s)
-                    .ok_or_else(|| error::conversion_failed("varchar", &s, "money"))?,
+                Value::String(s) => {
+                    parse_decimal(&s).ok_or_else(|| error::conversion_failed("varchar", &s, "money"))?
+                }
                 other => return Err(error::operand_clash(family_name(&other), tyname)),
             };
             let m = rescale(value, s, 4);
@@ -620,16 +605,14 @@ pub fn coerce(v: Value, ty: &SqlType, target: &Target<'_>) -> Result<Value, SqlE
         SqlType::DateTimeOffset(_) => match v {
             Value::DateTimeOffset(d) => Ok(Value::DateTimeOffset(d)),
             Value::DateTime(d) => Ok(Value::DateTimeOffset(d.and_utc().fixed_offset())),
-            Value::String(s) => {
-                chrono::DateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S%.f %:z")
-                    .or_else(|_| chrono::DateTime::parse_from_rfc3339(s.trim()))
-                    .map(Value::DateTimeOffset)
-                    .or_else(|_| {
-                        parse_datetime(&s)
-                            .map(|d| Value::DateTimeOffset(d.and_utc().fixed_offset()))
-                            .ok_or_else(|| error::conversion_failed_generic("datetimeoffset"))
-                    })
-            }
+            Value::String(s) => chrono::DateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S%.f %:z")
+                .or_else(|_| chrono::DateTime::parse_from_rfc3339(s.trim()))
+                .map(Value::DateTimeOffset)
+                .or_else(|_| {
+                    parse_datetime(&s)
+                        .map(|d| Value::DateTimeOffset(d.and_utc().fixed_offset()))
+                        .ok_or_else(|| error::conversion_failed_generic("datetimeoffset"))
+                }),
             other => Err(error::operand_clash(family_name(&other), tyname)),
         },
         SqlType::UniqueIdentifier => match v {
@@ -717,12 +700,5 @@ pub fn conform(v: Value, ty: &SqlType) -> Result<Value, SqlError> {
         SqlType::Binary(_) | SqlType::VarBinary(_) => SqlType::VarBinary(None),
         other => other.clone(),
     };
-    coerce(
-        v,
-        &relaxed,
-        &Target {
-            table: "",
-            column: "",
-        },
-    )
+    coerce(v, &relaxed, &Target { table: "", column: "" })
 }

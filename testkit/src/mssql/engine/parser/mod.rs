@@ -111,7 +111,11 @@ fn is_reserved(word: &str) -> bool {
 /// Parses a whole batch; any syntax error rejects the batch, as SQL Server does.
 pub fn parse_batch(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let tokens = tokenize(sql)?;
-    let mut p = Parser { tokens, pos: 0 };
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        depth: 0,
+    };
     let mut out = Vec::new();
     loop {
         while p.eat_sym(";") {}
@@ -122,11 +126,7 @@ pub fn parse_batch(sql: &str) -> Result<Vec<Statement>, SqlError> {
         let statement = p.statement(first)?;
         if !first && matches!(statement.kind, StatementKind::CreateSchema(_)) {
             return Err(with_line(
-                SqlError::new(
-                    111,
-                    15,
-                    "'CREATE SCHEMA' must be the first statement in a query batch.",
-                ),
+                SqlError::new(111, 15, "'CREATE SCHEMA' must be the first statement in a query batch."),
                 statement.line,
             ));
         }
@@ -138,6 +138,8 @@ pub fn parse_batch(sql: &str) -> Result<Vec<Statement>, SqlError> {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// Nesting of statements inside IF / BEGIN…END / WITH (0 at batch level).
+    depth: usize,
 }
 
 type PResult<T> = Result<T, SqlError>;
@@ -181,10 +183,7 @@ impl Parser {
             },
         };
         let e = match &tok {
-            Tok::Word {
-                text,
-                quoted: false,
-            } if is_reserved(text) => error::syntax_near_keyword(&text.to_uppercase()),
+            Tok::Word { text, quoted: false } if is_reserved(text) => error::syntax_near_keyword(&text.to_uppercase()),
             other => error::unexpected_end(&other.describe()),
         };
         with_line(e, line)
@@ -265,6 +264,14 @@ impl Parser {
         Ok(ObjectName { parts })
     }
 
+    /// A statement inside IF / BEGIN…END / WITH.
+    fn nested_statement(&mut self) -> PResult<Statement> {
+        self.depth += 1;
+        let s = self.statement(false);
+        self.depth -= 1;
+        s
+    }
+
     fn statement(&mut self, first_in_batch: bool) -> PResult<Statement> {
         let line = self.line();
         let kind = self.statement_kind(first_in_batch)?;
@@ -276,10 +283,7 @@ impl Parser {
             return Err(self.unexpected());
         };
         let word = match &tok {
-            Tok::Word {
-                text,
-                quoted: false,
-            } => text.to_uppercase(),
+            Tok::Word { text, quoted: false } => text.to_uppercase(),
             Tok::Sym("(") => return Ok(StatementKind::Query(self.query()?)),
             Tok::Word { text, quoted: true } if first_in_batch => {
                 return Err(with_line(error::unknown_procedure(text), self.line()))
@@ -296,7 +300,16 @@ impl Parser {
                 self.expect_kw("TABLE")?;
                 Ok(StatementKind::Truncate(self.object_name()?))
             }
-            "CREATE" => self.create(),
+            "CREATE" => {
+                // CREATE SCHEMA cannot be nested in IF/BEGIN…END: SQL Server's parser
+                // stops at SCHEMA (156); later in a batch it is Msg 111 (see
+                // parse_batch). Hence `EXEC (N'CREATE SCHEMA …')` in scripts.
+                if self.depth > 0 && self.is_kw_at(1, "SCHEMA") {
+                    self.pos += 1;
+                    return Err(self.unexpected());
+                }
+                self.create()
+            }
             "ALTER" => self.alter(),
             "DROP" => self.drop(),
             "GRANT" => self.grant(),
@@ -320,7 +333,7 @@ impl Parser {
                     if self.at_end() {
                         return Err(self.unexpected());
                     }
-                    body.push(self.statement(false)?);
+                    body.push(self.nested_statement()?);
                 }
                 Ok(StatementKind::Block(body))
             }
@@ -341,11 +354,11 @@ impl Parser {
             "IF" => {
                 self.pos += 1;
                 let condition = self.expr()?;
-                let then = Box::new(self.statement(false)?);
+                let then = Box::new(self.nested_statement()?);
                 let save = self.pos;
                 while self.eat_sym(";") {}
                 let otherwise = if self.eat_kw("ELSE") {
-                    Some(Box::new(self.statement(false)?))
+                    Some(Box::new(self.nested_statement()?))
                 } else {
                     self.pos = save;
                     None
@@ -369,17 +382,24 @@ impl Parser {
                     };
                     self.eat_kw("AS");
                     let (ty, _) = self.data_type()?;
-                    let init = if self.eat_sym("=") {
-                        Some(self.expr()?)
-                    } else {
-                        None
-                    };
+                    let init = if self.eat_sym("=") { Some(self.expr()?) } else { None };
                     vars.push((name, ty, init));
                     if !self.eat_sym(",") {
                         break;
                     }
                 }
                 Ok(StatementKind::Declare(vars))
+            }
+            "EXEC" | "EXECUTE" if matches!(self.peek_at(1), Some(Tok::Sym("("))) => {
+                // `EXEC (N'…')`: the string runs as a batch of its own (the documented
+                // way to create a schema conditionally).
+                self.pos += 2;
+                let Some(Tok::Str { text, .. }) = self.peek().cloned() else {
+                    return Err(self.unexpected());
+                };
+                self.pos += 1;
+                self.expect_sym(")")?;
+                Ok(StatementKind::ExecString(text))
             }
             "EXEC" | "EXECUTE" => {
                 // No stored procedures exist here (sp_executesql arrives as an RPC
@@ -401,7 +421,7 @@ impl Parser {
                 self.expect_sym("(")?;
                 let context = self.expr()?;
                 self.expect_sym(")")?;
-                let statement = Box::new(self.statement(false)?);
+                let statement = Box::new(self.nested_statement()?);
                 if matches!(statement.kind, StatementKind::Query(_)) {
                     return Err(with_line(
                         SqlError::new(
@@ -414,9 +434,7 @@ impl Parser {
                 }
                 if !matches!(
                     statement.kind,
-                    StatementKind::Insert { .. }
-                        | StatementKind::Update { .. }
-                        | StatementKind::Delete { .. }
+                    StatementKind::Insert { .. } | StatementKind::Update { .. } | StatementKind::Delete { .. }
                 ) {
                     return Err(with_line(error::syntax_near(")"), statement.line));
                 }
@@ -435,8 +453,8 @@ impl Parser {
             if *quoted || !is_reserved(text) {
                 // A transaction name, unless it starts the next statement.
                 let next_statement = [
-                    "SELECT", "INSERT", "UPDATE", "DELETE", "SET", "COMMIT", "ROLLBACK", "IF",
-                    "CREATE", "ALTER", "DROP", "USE", "GRANT", "TRUNCATE", "DECLARE", "WITH",
+                    "SELECT", "INSERT", "UPDATE", "DELETE", "SET", "COMMIT", "ROLLBACK", "IF", "CREATE", "ALTER",
+                    "DROP", "USE", "GRANT", "TRUNCATE", "DECLARE", "WITH",
                 ];
                 if *quoted || !next_statement.iter().any(|k| k.eq_ignore_ascii_case(text)) {
                     self.pos += 1;
@@ -489,11 +507,7 @@ impl Parser {
             "IMPLICIT_TRANSACTIONS",
             "CURSOR_CLOSE_ON_COMMIT",
         ];
-        if let Some(Tok::Word {
-            text,
-            quoted: false,
-        }) = self.peek()
-        {
+        if let Some(Tok::Word { text, quoted: false }) = self.peek() {
             if ON_OFF.iter().any(|o| o.eq_ignore_ascii_case(text)) {
                 if text.eq_ignore_ascii_case("IMPLICIT_TRANSACTIONS") && self.is_kw_at(1, "ON") {
                     self.pos += 1;
@@ -556,11 +570,7 @@ impl Parser {
                 break;
             }
         }
-        Ok(StatementKind::Insert {
-            table,
-            columns,
-            rows,
-        })
+        Ok(StatementKind::Insert { table, columns, rows })
     }
 
     fn update(&mut self) -> PResult<StatementKind> {
@@ -580,27 +590,15 @@ impl Parser {
                 break;
             }
         }
-        let filter = if self.eat_kw("WHERE") {
-            Some(self.expr()?)
-        } else {
-            None
-        };
-        Ok(StatementKind::Update {
-            table,
-            sets,
-            filter,
-        })
+        let filter = if self.eat_kw("WHERE") { Some(self.expr()?) } else { None };
+        Ok(StatementKind::Update { table, sets, filter })
     }
 
     fn delete(&mut self) -> PResult<StatementKind> {
         self.pos += 1;
         self.eat_kw("FROM");
         let table = self.object_name()?;
-        let filter = if self.eat_kw("WHERE") {
-            Some(self.expr()?)
-        } else {
-            None
-        };
+        let filter = if self.eat_kw("WHERE") { Some(self.expr()?) } else { None };
         Ok(StatementKind::Delete { table, filter })
     }
 
@@ -746,9 +744,7 @@ impl Parser {
             loop {
                 match self.advance() {
                     Some(Tok::Num(n)) => args.push(Some(n.parse().map_err(|_| self.unexpected())?)),
-                    Some(Tok::Word { text, .. }) if text.eq_ignore_ascii_case("max") => {
-                        args.push(None)
-                    }
+                    Some(Tok::Word { text, .. }) if text.eq_ignore_ascii_case("max") => args.push(None),
                     _ => {
                         self.pos = self.pos.saturating_sub(1);
                         return Err(self.unexpected());
@@ -798,11 +794,7 @@ impl Parser {
             };
             self.expect_kw("SET")?;
             let option = if self.eat_kw("CHANGE_TRACKING") {
-                let on = if self.eat_sym("=") {
-                    Some(self.on_off()?)
-                } else {
-                    None
-                };
+                let on = if self.eat_sym("=") { Some(self.on_off()?) } else { None };
                 let mut retention = None;
                 let mut auto_cleanup = None;
                 if self.eat_sym("(") {
@@ -810,9 +802,7 @@ impl Parser {
                         if self.eat_kw("CHANGE_RETENTION") {
                             self.expect_sym("=")?;
                             let n = match self.advance() {
-                                Some(Tok::Num(n)) => {
-                                    n.parse::<i64>().map_err(|_| self.unexpected())?
-                                }
+                                Some(Tok::Num(n)) => n.parse::<i64>().map_err(|_| self.unexpected())?,
                                 _ => {
                                     self.pos = self.pos.saturating_sub(1);
                                     return Err(self.unexpected());
@@ -903,11 +893,7 @@ impl Parser {
         let mut permissions = Vec::new();
         loop {
             let mut words = Vec::new();
-            while let Some(Tok::Word {
-                text,
-                quoted: false,
-            }) = self.peek()
-            {
+            while let Some(Tok::Word { text, quoted: false }) = self.peek() {
                 if text.eq_ignore_ascii_case("ON") || text.eq_ignore_ascii_case("TO") {
                     break;
                 }
@@ -944,18 +930,18 @@ impl Parser {
         while self.eat_sym(",") {
             to.push(self.ident()?);
         }
-        Ok(StatementKind::Grant {
-            permissions,
-            on,
-            to,
-        })
+        Ok(StatementKind::Grant { permissions, on, to })
     }
 }
 
 /// Parses a name given as a string (`N'[dbo].[Orders]'` to OBJECT_ID and friends).
 pub fn parse_object_name(text: &str) -> Result<ObjectName, SqlError> {
     let tokens = tokenize(text)?;
-    let mut p = Parser { tokens, pos: 0 };
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        depth: 0,
+    };
     let name = p.object_name()?;
     if !p.at_end() {
         return Err(p.unexpected());

@@ -65,9 +65,7 @@ impl Parser {
                 Some(e)
             } else {
                 match self.advance() {
-                    Some(Tok::Num(n)) => Some(Expr::Literal(Value::Int(
-                        n.parse().map_err(|_| self.unexpected())?,
-                    ))),
+                    Some(Tok::Num(n)) => Some(Expr::Literal(Value::Int(n.parse().map_err(|_| self.unexpected())?))),
                     _ => {
                         self.pos = self.pos.saturating_sub(1);
                         return Err(self.unexpected());
@@ -84,16 +82,8 @@ impl Parser {
                 break;
             }
         }
-        let from = if self.eat_kw("FROM") {
-            Some(self.from()?)
-        } else {
-            None
-        };
-        let filter = if self.eat_kw("WHERE") {
-            Some(self.expr()?)
-        } else {
-            None
-        };
+        let from = if self.eat_kw("FROM") { Some(self.from()?) } else { None };
+        let filter = if self.eat_kw("WHERE") { Some(self.expr()?) } else { None };
         if self.is_kw("GROUP") || self.is_kw("HAVING") {
             return Err(error::not_supported("GROUP BY"));
         }
@@ -117,9 +107,7 @@ impl Parser {
             return Ok(SelectItem::Star(Some(q)));
         }
         // `alias = expr`
-        if let (Some(Tok::Word { text, quoted }), Some(Tok::Sym("="))) =
-            (self.peek(), self.peek_at(1))
-        {
+        if let (Some(Tok::Word { text, quoted }), Some(Tok::Sym("="))) = (self.peek(), self.peek_at(1)) {
             if *quoted || !is_reserved(text) {
                 let alias = text.clone();
                 self.pos += 2;
@@ -220,9 +208,9 @@ impl Parser {
                 Some(Tok::Sym("-")) => {
                     self.pos += 1;
                     match self.advance() {
-                        Some(Tok::Num(n)) => Expr::Literal(Value::Int(
-                            -n.parse::<i64>().map_err(|_| self.unexpected())?,
-                        )),
+                        Some(Tok::Num(n)) => {
+                            Expr::Literal(Value::Int(-n.parse::<i64>().map_err(|_| self.unexpected())?))
+                        }
                         _ => {
                             self.pos = self.pos.saturating_sub(1);
                             return Err(self.unexpected());
@@ -249,11 +237,7 @@ impl Parser {
                     self.line(),
                 )
             })?;
-            return Ok(TableRef::ChangeTable {
-                table,
-                since,
-                alias,
-            });
+            return Ok(TableRef::ChangeTable { table, since, alias });
         }
         if self.is_sym("(") {
             return Err(error::not_supported("derived table"));
@@ -501,10 +485,7 @@ impl Parser {
                             self.expect_kw("AS")?;
                             let (ty, _) = self.data_type()?;
                             self.expect_sym(")")?;
-                            return Ok(Expr::Cast {
-                                expr: Box::new(e),
-                                ty,
-                            });
+                            return Ok(Expr::Cast { expr: Box::new(e), ty });
                         }
                         "CONVERT" if self.is_sym_at(1, "(") => {
                             self.pos += 2;
@@ -512,10 +493,7 @@ impl Parser {
                             self.expect_sym(",")?;
                             let e = self.expr()?;
                             self.expect_sym(")")?;
-                            return Ok(Expr::Cast {
-                                expr: Box::new(e),
-                                ty,
-                            });
+                            return Ok(Expr::Cast { expr: Box::new(e), ty });
                         }
                         _ => {}
                     }
@@ -608,10 +586,7 @@ impl Parser {
 /// A numeric literal: int when it fits, else bigint-sized decimal, else decimal.
 pub(super) fn number_literal(n: &str) -> Option<Expr> {
     if n.contains('e') {
-        return n
-            .parse::<f64>()
-            .ok()
-            .map(|f| Expr::Literal(Value::Float(f)));
+        return n.parse::<f64>().ok().map(|f| Expr::Literal(Value::Float(f)));
     }
     if !n.contains('.') {
         if let Ok(i) = n.parse::<i32>() {

@@ -1,0 +1,202 @@
+//! The Redis checkpoint store: one hash per table under
+//! `<prefix>:checkpoint:<database>:<schema.table>` with fields `version` and
+//! `updated_at_ms`, advanced by a Lua script so the never-backwards rule holds even
+//! if two writers race. A lease key `<prefix>:lock:<database>` marks a running sidecar.
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use super::{now_ms, Checkpoint, CheckpointError, CheckpointStore};
+
+const ADVANCE: &str = r#"
+local cur = redis.call('HGET', KEYS[1], 'version')
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return cur end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'updated_at_ms', ARGV[2])
+return ARGV[1]
+"#;
+
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// Checkpoints of one database in Redis.
+#[derive(Clone)]
+pub struct RedisCheckpointStore {
+    conn: ConnectionManager,
+    prefix: String,
+    database: String,
+    advance: redis::Script,
+}
+
+impl RedisCheckpointStore {
+    /// Connects (the connection manager reconnects by itself after failures).
+    pub async fn connect(client: redis::Client, prefix: &str, database: &str) -> Result<Self, CheckpointError> {
+        let conn = ConnectionManager::new(client).await?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_string(),
+            database: database.to_string(),
+            advance: redis::Script::new(ADVANCE),
+        })
+    }
+
+    fn key(&self, table: &str) -> String {
+        format!("{}:checkpoint:{}:{}", self.prefix, self.database, table)
+    }
+
+    fn lock_key(&self) -> String {
+        format!("{}:lock:{}", self.prefix, self.database)
+    }
+
+    /// Who holds this database's lease, if anyone.
+    pub async fn lock_holder(&self) -> Result<Option<String>, CheckpointError> {
+        Ok(self.conn.clone().get(self.lock_key()).await?)
+    }
+
+    /// Takes the lease for `holder` if free (or already ours); returns whether we hold it.
+    /// The lease expires after `ttl_ms` unless renewed, so a crashed sidecar does not
+    /// block its successor for long.
+    pub async fn try_lock(&self, holder: &str, ttl_ms: u64) -> Result<bool, CheckpointError> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.lock_key())
+            .arg(holder)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut conn)
+            .await?;
+        if set.is_some() {
+            return Ok(true);
+        }
+        let renewed: i64 = redis::Script::new(RENEW)
+            .key(self.lock_key())
+            .arg(holder)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Gives the lease up if we hold it.
+    pub async fn unlock(&self, holder: &str) -> Result<(), CheckpointError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::Script::new(RELEASE)
+            .key(self.lock_key())
+            .arg(holder)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    fn parse(
+        &self,
+        key: &str,
+        fields: std::collections::HashMap<String, String>,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        let Some(version) = fields.get("version") else {
+            return Ok(None);
+        };
+        let malformed = || CheckpointError::Malformed {
+            key: key.to_string(),
+            value: version.clone(),
+        };
+        let version = version.parse().map_err(|_| malformed())?;
+        let updated_at_ms = fields.get("updated_at_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(Some(Checkpoint { version, updated_at_ms }))
+    }
+}
+
+impl CheckpointStore for RedisCheckpointStore {
+    fn load<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<Option<Checkpoint>, CheckpointError>> {
+        async move {
+            let key = self.key(table);
+            let fields: std::collections::HashMap<String, String> = self.conn.clone().hgetall(&key).await?;
+            self.parse(&key, fields)
+        }
+        .boxed()
+    }
+
+    fn advance<'a>(&'a self, table: &'a str, version: i64) -> BoxFuture<'a, Result<i64, CheckpointError>> {
+        async move {
+            let mut conn = self.conn.clone();
+            let stored: String = self
+                .advance
+                .key(self.key(table))
+                .arg(version)
+                .arg(now_ms())
+                .invoke_async(&mut conn)
+                .await?;
+            stored.parse().map_err(|_| CheckpointError::Malformed {
+                key: self.key(table),
+                value: stored,
+            })
+        }
+        .boxed()
+    }
+
+    fn reset<'a>(&'a self, table: &'a str, version: i64) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        async move {
+            let _: () = self
+                .conn
+                .clone()
+                .hset_multiple(self.key(table), &[("version", version), ("updated_at_ms", now_ms())])
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        async move {
+            let n: i64 = self.conn.clone().del(self.key(table)).await?;
+            Ok(n > 0)
+        }
+        .boxed()
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<(String, Checkpoint)>, CheckpointError>> {
+        async move {
+            let mut conn = self.conn.clone();
+            let pattern = format!("{}:checkpoint:{}:*", self.prefix, self.database);
+            let mut keys: Vec<String> = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await?;
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            keys.sort();
+            let strip = pattern.len() - 1;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                let fields: std::collections::HashMap<String, String> = conn.hgetall(&key).await?;
+                if let Some(cp) = self.parse(&key, fields)? {
+                    out.push((key[strip..].to_string(), cp));
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,733 @@
+//! Configuration: defaults → `sidecar.toml` → `CDC_SIDECAR_*` environment variables
+//! (`__` separates nesting levels, e.g. `CDC_SIDECAR_SOURCE__PASSWORD`), then
+//! [`Config::validate`]. Unknown fields are errors, so a typo never silently falls back
+//! to a default. Secrets may come from `*_file` paths and never print.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The prefix of every environment override.
+pub const ENV_PREFIX: &str = "CDC_SIDECAR_";
+
+/// Why configuration could not be loaded. Each message names the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable could not be parsed into [`Config`].
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value parsed but makes no sense.
+    #[error("invalid configuration: {field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// A `*_file` secret could not be read.
+    #[error("invalid configuration: {field}: cannot read {path}: {source}")]
+    SecretFile {
+        field: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A secret string: never printed by `Debug` or `Display`, so a config dump or an
+/// error log cannot leak it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// The whole configuration of one sidecar (one database).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The SQL Server database to stream from.
+    pub source: SourceConfig,
+    /// How often to look for changes and how large a batch may grow.
+    #[serde(default)]
+    pub poll: PollConfig,
+    /// The tables to stream; at least one.
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+    /// Where each table's last delivered version is kept.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// Where batches go; at least one sink must be enabled.
+    #[serde(default)]
+    pub sinks: SinksConfig,
+    /// The metrics and health endpoints.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// How the connection to SQL Server is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encryption {
+    /// No TLS at all (only for servers without a certificate, e.g. a local test server).
+    Off,
+    /// TLS for the login packet only (protects the password), as SQL Server's default.
+    LoginOnly,
+    /// TLS for the whole session; the connection fails if the server cannot.
+    Required,
+}
+
+/// `[source]`: the SQL Server database.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Host name or address of SQL Server.
+    pub host: String,
+    /// TCP port (SQL Server's default is 1433).
+    #[serde(default = "default_mssql_port")]
+    pub port: u16,
+    /// The database whose tables are streamed; one sidecar serves one database,
+    /// because Change Tracking versions are per database.
+    pub database: String,
+    /// SQL login. Needs only the grants of `migrations/004_sidecar_login.sql`.
+    pub user: String,
+    /// The login's password. Prefer `password_file` (a mounted secret).
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Path of a file holding the password (trailing newline ignored); overrides `password`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `off`, `login_only` or `required`. `required` in production.
+    #[serde(default = "default_encryption")]
+    pub encryption: Encryption,
+    /// Accept any server certificate. Only for test servers with self-signed certificates.
+    #[serde(default)]
+    pub trust_server_certificate: bool,
+    /// PEM file of the CA that signed the server's certificate, when not a public CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Application name shown in `sys.dm_exec_sessions`, so a DBA can tell who is querying.
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+    /// How long to wait for a connection and login before retrying, in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_mssql_port() -> u16 {
+    1433
+}
+fn default_encryption() -> Encryption {
+    Encryption::Required
+}
+fn default_app_name() -> String {
+    "cdc-sidecar".into()
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+
+/// `[poll]`: the shared version probe's backoff and the size of batches.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    /// Probe interval right after activity, in milliseconds: the floor of latency.
+    #[serde(default = "default_min_interval_ms")]
+    pub min_interval_ms: u64,
+    /// Probe interval ceiling while idle, in milliseconds: the worst-case latency of the
+    /// first change after a quiet spell.
+    #[serde(default = "default_max_interval_ms")]
+    pub max_interval_ms: u64,
+    /// Factor the interval grows by after each idle probe (≥ 1).
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// A batch is closed when it holds this many changes (or `batch_bytes`, whichever
+    /// comes first, or when the read reaches the tick's upper bound).
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// A batch is closed when its encoded JSON reaches this many bytes.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: usize,
+    /// Rows per keyset-paginated snapshot chunk; each chunk is its own short statement,
+    /// so a snapshot never holds one long transaction.
+    #[serde(default = "default_snapshot_chunk_rows")]
+    pub snapshot_chunk_rows: usize,
+    /// Lag (database version − table checkpoint) above which a `lag` warning is logged
+    /// and counted. Gaps in a table's versions are normal; this is only a warning.
+    #[serde(default = "default_lag_warning_versions")]
+    pub lag_warning_versions: i64,
+    /// When false, every table is queried every tick (the original per-table polling),
+    /// kept only to measure what the shared probe saves.
+    #[serde(default = "default_true")]
+    pub shared_probe: bool,
+}
+
+fn default_min_interval_ms() -> u64 {
+    50
+}
+fn default_max_interval_ms() -> u64 {
+    5_000
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_batch_rows() -> usize {
+    1_000
+}
+fn default_batch_bytes() -> usize {
+    1 << 20
+}
+fn default_snapshot_chunk_rows() -> usize {
+    10_000
+}
+fn default_lag_warning_versions() -> i64 {
+    100_000
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        Self {
+            min_interval_ms: default_min_interval_ms(),
+            max_interval_ms: default_max_interval_ms(),
+            multiplier: default_multiplier(),
+            batch_rows: default_batch_rows(),
+            batch_bytes: default_batch_bytes(),
+            snapshot_chunk_rows: default_snapshot_chunk_rows(),
+            lag_warning_versions: default_lag_warning_versions(),
+            shared_probe: true,
+        }
+    }
+}
+
+impl PollConfig {
+    /// `min_interval_ms` as a duration.
+    pub fn min_interval(&self) -> Duration {
+        Duration::from_millis(self.min_interval_ms)
+    }
+    /// `max_interval_ms` as a duration.
+    pub fn max_interval(&self) -> Duration {
+        Duration::from_millis(self.max_interval_ms)
+    }
+}
+
+/// What a table does when it has no checkpoint yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Publish every existing row (`op = "read"`) first, then stream changes.
+    #[default]
+    Initial,
+    /// Start streaming at the current version; existing rows are not published.
+    Never,
+}
+
+/// One `[[tables]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// `schema.table`, e.g. `dbo.Orders`.
+    pub name: String,
+    /// Columns to publish in `row`; all columns when absent. Key columns are always in `key`.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// `initial` or `never`: what to do on first start.
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// Pulsar topic for this table, overriding `sinks.pulsar.topic`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Redis channel for this table, overriding `sinks.redis_pubsub.channel`.
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+impl TableConfig {
+    /// Splits `name` into (schema, table). Validated by [`Config::validate`].
+    pub fn schema_and_table(&self) -> (&str, &str) {
+        self.name.split_once('.').unwrap_or(("dbo", self.name.as_str()))
+    }
+}
+
+/// `[checkpoint]`: Redis, where each table's last delivered version lives.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Redis URL, `redis://host:port/db` (or `rediss://` for TLS).
+    #[serde(default = "default_redis_url")]
+    pub url: String,
+    /// Redis password, when not in the URL. Prefer `password_file`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Path of a file holding the Redis password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Prefix of every key the sidecar writes, so several sidecars can share a Redis.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// How often an idle table's checkpoint follows the database version, in
+    /// milliseconds. It must follow, or an idle table falsely expires after the
+    /// retention period; it need not follow every tick.
+    #[serde(default = "default_idle_write_interval_ms")]
+    pub idle_write_interval_ms: u64,
+}
+
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379/".into()
+}
+fn default_key_prefix() -> String {
+    "cdc-sidecar".into()
+}
+fn default_idle_write_interval_ms() -> u64 {
+    5_000
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            url: default_redis_url(),
+            password: None,
+            password_file: None,
+            key_prefix: default_key_prefix(),
+            idle_write_interval_ms: default_idle_write_interval_ms(),
+        }
+    }
+}
+
+/// `[sinks]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// Apache Pulsar: the durable stream.
+    #[serde(default)]
+    pub pulsar: PulsarConfig,
+    /// Redis Pub/Sub: fast, fire-and-forget fan-out to whoever is subscribed now.
+    #[serde(default)]
+    pub redis_pubsub: RedisPubSubConfig,
+}
+
+/// Compression codecs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    None,
+    Lz4,
+    Zstd,
+    Snappy,
+    Zlib,
+}
+
+/// `[sinks.pulsar]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PulsarConfig {
+    /// Whether batches go to Pulsar.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Broker URL, `pulsar://host:6650` or `pulsar+ssl://host:6651`.
+    #[serde(default = "default_pulsar_url")]
+    pub url: String,
+    /// JWT for token authentication. Prefer `token_file`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Path of a file holding the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Topic per table; `{database}`, `{schema}` and `{table}` are replaced.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Compression of each message: `lz4`, `zstd`, `snappy`, `zlib` or `none`.
+    /// Consumers decompress transparently (it is in the message metadata).
+    #[serde(default = "default_pulsar_compression")]
+    pub compression: Compression,
+    /// Let the Pulsar client group several batches into one entry. Each message is
+    /// already a batch of changes, so this only helps with many tiny batches.
+    #[serde(default)]
+    pub batching: bool,
+    /// How long to wait for a broker receipt before the send counts as failed and is
+    /// retried, in milliseconds.
+    #[serde(default = "default_send_timeout_ms")]
+    pub send_timeout_ms: u64,
+}
+
+fn default_pulsar_url() -> String {
+    "pulsar://127.0.0.1:6650".into()
+}
+fn default_topic() -> String {
+    "persistent://public/default/cdc.{database}.{schema}.{table}".into()
+}
+fn default_pulsar_compression() -> Compression {
+    Compression::Lz4
+}
+fn default_send_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for PulsarConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: default_pulsar_url(),
+            token: None,
+            token_file: None,
+            topic: default_topic(),
+            compression: default_pulsar_compression(),
+            batching: false,
+            send_timeout_ms: default_send_timeout_ms(),
+        }
+    }
+}
+
+/// `[sinks.redis_pubsub]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisPubSubConfig {
+    /// Whether batches are published to Redis.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Redis URL; may be the checkpoint Redis or another.
+    #[serde(default = "default_redis_url")]
+    pub url: String,
+    /// Redis password, when not in the URL.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Path of a file holding the Redis password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Channel per table; `{database}`, `{schema}` and `{table}` are replaced.
+    #[serde(default = "default_channel")]
+    pub channel: String,
+    /// Codec for payloads of at least `compression_threshold_bytes`. Compressed
+    /// payloads start with the codec's magic bytes; plain ones with `{`.
+    #[serde(default = "default_redis_compression")]
+    pub compression: Compression,
+    /// Payloads smaller than this go out as plain JSON: compressing them costs more
+    /// CPU than it saves bandwidth.
+    #[serde(default = "default_compression_threshold")]
+    pub compression_threshold_bytes: usize,
+}
+
+fn default_channel() -> String {
+    "cdc.{database}.{schema}.{table}".into()
+}
+fn default_redis_compression() -> Compression {
+    Compression::Zstd
+}
+fn default_compression_threshold() -> usize {
+    4_096
+}
+
+impl Default for RedisPubSubConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: default_redis_url(),
+            password: None,
+            password_file: None,
+            channel: default_channel(),
+            compression: default_redis_compression(),
+            compression_threshold_bytes: default_compression_threshold(),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9187))
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, or per module, `cdc_sidecar=debug,info`.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (when given) and the `CDC_SIDECAR_*` environment, reads secret
+    /// files and validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Only nested keys (`SECTION__FIELD`) are config: `CDC_SIDECAR_CONFIG` and the test
+        // URLs share the prefix but are not fields, and must not be refused as unknown.
+        Self::from_figment(
+            figment.merge(
+                Env::prefixed(ENV_PREFIX)
+                    .filter(|k| k.as_str().contains("__"))
+                    .split("__"),
+            ),
+        )
+    }
+
+    /// Loads from TOML text plus the environment (for tests and `check`).
+    pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(toml)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.resolve_secrets()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        fn read(field: &str, file: &Option<PathBuf>, value: &mut Option<Secret>) -> Result<(), ConfigError> {
+            if let Some(path) = file {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                    field: field.into(),
+                    path: path.clone(),
+                    source,
+                })?;
+                *value = Some(Secret(text.trim_end_matches(['\r', '\n']).to_string()));
+            }
+            Ok(())
+        }
+        read(
+            "source.password_file",
+            &self.source.password_file,
+            &mut self.source.password,
+        )?;
+        read(
+            "checkpoint.password_file",
+            &self.checkpoint.password_file,
+            &mut self.checkpoint.password,
+        )?;
+        read(
+            "sinks.pulsar.token_file",
+            &self.sinks.pulsar.token_file,
+            &mut self.sinks.pulsar.token,
+        )?;
+        read(
+            "sinks.redis_pubsub.password_file",
+            &self.sinks.redis_pubsub.password_file,
+            &mut self.sinks.redis_pubsub.password,
+        )?;
+        Ok(())
+    }
+
+    /// Checks what the types cannot: ranges, names, templates, at least one sink.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.source;
+        if s.host.trim().is_empty() {
+            return Err(invalid("source.host", "must not be empty"));
+        }
+        if s.database.trim().is_empty() {
+            return Err(invalid("source.database", "must not be empty"));
+        }
+        if s.user.trim().is_empty() {
+            return Err(invalid("source.user", "must not be empty"));
+        }
+        if s.password.is_none() {
+            return Err(invalid(
+                "source.password",
+                "required (set source.password, source.password_file or CDC_SIDECAR_SOURCE__PASSWORD)",
+            ));
+        }
+        let p = &self.poll;
+        if p.min_interval_ms == 0 {
+            return Err(invalid("poll.min_interval_ms", "must be at least 1"));
+        }
+        if p.max_interval_ms < p.min_interval_ms {
+            return Err(invalid("poll.max_interval_ms", "must be at least poll.min_interval_ms"));
+        }
+        if !(p.multiplier >= 1.0 && p.multiplier.is_finite()) {
+            return Err(invalid("poll.multiplier", "must be a number ≥ 1"));
+        }
+        if p.batch_rows == 0 {
+            return Err(invalid("poll.batch_rows", "must be at least 1"));
+        }
+        if p.batch_bytes < 1024 {
+            return Err(invalid("poll.batch_bytes", "must be at least 1024"));
+        }
+        if p.snapshot_chunk_rows == 0 {
+            return Err(invalid("poll.snapshot_chunk_rows", "must be at least 1"));
+        }
+        if self.tables.is_empty() {
+            return Err(invalid("tables", "configure at least one [[tables]] entry"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            let field = format!("tables[{i}].name");
+            let Some((schema, table)) = t.name.split_once('.') else {
+                return Err(invalid(
+                    field,
+                    format!("{:?} must be schema.table, e.g. dbo.Orders", t.name),
+                ));
+            };
+            for part in [schema, table] {
+                validate_identifier(part).map_err(|reason| invalid(&field, format!("{:?}: {reason}", t.name)))?;
+            }
+            if !seen.insert(t.name.to_lowercase()) {
+                return Err(invalid(field, format!("{:?} is listed twice", t.name)));
+            }
+            if let Some(columns) = &t.columns {
+                if columns.is_empty() {
+                    return Err(invalid(
+                        format!("tables[{i}].columns"),
+                        "omit it for all columns, or list at least one",
+                    ));
+                }
+                for c in columns {
+                    validate_identifier(c)
+                        .map_err(|reason| invalid(format!("tables[{i}].columns"), format!("{c:?}: {reason}")))?;
+                }
+            }
+        }
+        let sinks = &self.sinks;
+        if !sinks.pulsar.enabled && !sinks.redis_pubsub.enabled {
+            return Err(invalid(
+                "sinks",
+                "enable at least one of sinks.pulsar and sinks.redis_pubsub",
+            ));
+        }
+        if sinks.pulsar.enabled {
+            if !(sinks.pulsar.url.starts_with("pulsar://") || sinks.pulsar.url.starts_with("pulsar+ssl://")) {
+                return Err(invalid(
+                    "sinks.pulsar.url",
+                    "must start with pulsar:// or pulsar+ssl://",
+                ));
+            }
+            validate_template("sinks.pulsar.topic", &sinks.pulsar.topic)?;
+            if sinks.pulsar.send_timeout_ms == 0 {
+                return Err(invalid("sinks.pulsar.send_timeout_ms", "must be at least 1"));
+            }
+        }
+        if sinks.redis_pubsub.enabled {
+            validate_redis_url("sinks.redis_pubsub.url", &sinks.redis_pubsub.url)?;
+            validate_template("sinks.redis_pubsub.channel", &sinks.redis_pubsub.channel)?;
+        }
+        validate_redis_url("checkpoint.url", &self.checkpoint.url)?;
+        if self.checkpoint.key_prefix.is_empty() {
+            return Err(invalid("checkpoint.key_prefix", "must not be empty"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+}
+
+fn validate_identifier(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty name");
+    }
+    if name.len() > 128 {
+        return Err("longer than SQL Server's 128-character limit");
+    }
+    if name.chars().any(|c| c.is_control() || c == ']' || c == '[') {
+        return Err("brackets and control characters are not allowed");
+    }
+    Ok(())
+}
+
+fn validate_template(field: &str, template: &str) -> Result<(), ConfigError> {
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            return Err(invalid(field, "unclosed `{`"));
+        };
+        let name = &rest[start + 1..start + len];
+        if !matches!(name, "database" | "schema" | "table") {
+            return Err(invalid(
+                field,
+                format!("unknown placeholder {{{name}}}; use {{database}}, {{schema}}, {{table}}"),
+            ));
+        }
+        rest = &rest[start + len + 1..];
+    }
+    if !template.contains("{table}") {
+        return Err(invalid(
+            field,
+            "must contain {table}, or every table would share one stream",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_redis_url(field: &str, url: &str) -> Result<(), ConfigError> {
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| invalid(field, e.to_string()))
+}
+
+/// Fills a topic or channel template for one table.
+pub fn render_template(template: &str, database: &str, schema: &str, table: &str) -> String {
+    template
+        .replace("{database}", database)
+        .replace("{schema}", schema)
+        .replace("{table}", table)
+}

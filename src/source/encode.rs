@@ -1,0 +1,335 @@
+//! Result cells to JSON, written straight into the batch buffer (no intermediate
+//! `serde_json::Value`). Lossless: bigint and exact decimals become strings (JSON numbers
+//! are doubles to most consumers), binary becomes base64, date and time types RFC 3339
+//! with exactly the column's fractional digits, uniqueidentifier SQL Server's upper-case
+//! text form.
+
+use base64::Engine as _;
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use tiberius::{ColumnData, FromSql};
+
+/// How a column's values are written, decided once from its SQL type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Bool,
+    /// tinyint, smallint, int: exact as JSON numbers.
+    Int,
+    /// bigint: a string, since JSON numbers round beyond 2^53.
+    BigInt,
+    /// decimal/numeric: a string with the column's scale.
+    Decimal,
+    /// money, selected as decimal(19,4).
+    Money,
+    /// smallmoney, selected as decimal(10,4).
+    SmallMoney,
+    /// real, float.
+    Float,
+    /// Any character type.
+    String,
+    /// Any binary type: base64.
+    Binary,
+    Date,
+    /// time(scale).
+    Time(u8),
+    /// datetime (3 digits), smalldatetime (0), datetime2(scale).
+    DateTime(u8),
+    /// datetimeoffset(scale).
+    DateTimeOffset(u8),
+    Guid,
+}
+
+impl ValueKind {
+    /// The kind for a `sys.types` name, or `None` for types without a lossless JSON
+    /// form here (sql_variant, hierarchyid, geometry, geography, CLR types).
+    pub fn from_type_name(type_name: &str, scale: u8) -> Option<Self> {
+        Some(match type_name.to_ascii_lowercase().as_str() {
+            "bit" => ValueKind::Bool,
+            "tinyint" | "smallint" | "int" => ValueKind::Int,
+            "bigint" => ValueKind::BigInt,
+            "decimal" | "numeric" => ValueKind::Decimal,
+            "money" => ValueKind::Money,
+            "smallmoney" => ValueKind::SmallMoney,
+            "real" | "float" => ValueKind::Float,
+            "char" | "varchar" | "nchar" | "nvarchar" | "text" | "ntext" | "sysname" | "xml" => ValueKind::String,
+            "binary" | "varbinary" | "image" | "timestamp" | "rowversion" => ValueKind::Binary,
+            "date" => ValueKind::Date,
+            "time" => ValueKind::Time(scale.min(7)),
+            "datetime" => ValueKind::DateTime(3),
+            "smalldatetime" => ValueKind::DateTime(0),
+            "datetime2" => ValueKind::DateTime(scale.min(7)),
+            "datetimeoffset" => ValueKind::DateTimeOffset(scale.min(7)),
+            "uniqueidentifier" => ValueKind::Guid,
+            _ => return None,
+        })
+    }
+}
+
+/// A cell could not be converted (a type the catalog did not predict).
+#[derive(Debug, thiserror::Error)]
+#[error("column {column}: cannot encode {found} as {expected:?}")]
+pub struct EncodeError {
+    pub column: String,
+    pub expected: ValueKind,
+    pub found: &'static str,
+}
+
+fn variant_name(data: &ColumnData<'_>) -> &'static str {
+    match data {
+        ColumnData::U8(_) => "tinyint",
+        ColumnData::I16(_) => "smallint",
+        ColumnData::I32(_) => "int",
+        ColumnData::I64(_) => "bigint",
+        ColumnData::F32(_) => "real",
+        ColumnData::F64(_) => "float",
+        ColumnData::Bit(_) => "bit",
+        ColumnData::String(_) => "string",
+        ColumnData::Guid(_) => "uniqueidentifier",
+        ColumnData::Binary(_) => "binary",
+        ColumnData::Numeric(_) => "numeric",
+        ColumnData::Xml(_) => "xml",
+        ColumnData::DateTime(_) => "datetime",
+        ColumnData::SmallDateTime(_) => "smalldatetime",
+        ColumnData::Time(_) => "time",
+        ColumnData::Date(_) => "date",
+        ColumnData::DateTime2(_) => "datetime2",
+        ColumnData::DateTimeOffset(_) => "datetimeoffset",
+    }
+}
+
+/// Whether the cell is SQL NULL.
+pub fn is_null(data: &ColumnData<'_>) -> bool {
+    match data {
+        ColumnData::U8(v) => v.is_none(),
+        ColumnData::I16(v) => v.is_none(),
+        ColumnData::I32(v) => v.is_none(),
+        ColumnData::I64(v) => v.is_none(),
+        ColumnData::F32(v) => v.is_none(),
+        ColumnData::F64(v) => v.is_none(),
+        ColumnData::Bit(v) => v.is_none(),
+        ColumnData::String(v) => v.is_none(),
+        ColumnData::Guid(v) => v.is_none(),
+        ColumnData::Binary(v) => v.is_none(),
+        ColumnData::Numeric(v) => v.is_none(),
+        ColumnData::Xml(v) => v.is_none(),
+        ColumnData::DateTime(v) => v.is_none(),
+        ColumnData::SmallDateTime(v) => v.is_none(),
+        ColumnData::Time(v) => v.is_none(),
+        ColumnData::Date(v) => v.is_none(),
+        ColumnData::DateTime2(v) => v.is_none(),
+        ColumnData::DateTimeOffset(v) => v.is_none(),
+    }
+}
+
+/// Appends `s` as a JSON string.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_fraction(out: &mut Vec<u8>, nanos: u32, digits: u8) {
+    if digits == 0 {
+        return;
+    }
+    let frac = format!("{:09}", nanos.min(999_999_999));
+    out.push(b'.');
+    out.extend_from_slice(&frac.as_bytes()[..digits as usize]);
+}
+
+fn write_time(out: &mut Vec<u8>, t: NaiveTime, digits: u8) {
+    out.extend_from_slice(format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()).as_bytes());
+    write_fraction(out, t.nanosecond(), digits);
+}
+
+fn write_date(out: &mut Vec<u8>, d: NaiveDate) {
+    out.extend_from_slice(d.format("%Y-%m-%d").to_string().as_bytes());
+}
+
+/// datetime stores 1/300 s; SQL Server shows it rounded to the millisecond
+/// (.000, .003, .007), so round rather than truncate.
+fn round_datetime_ms(dt: NaiveDateTime) -> NaiveDateTime {
+    let ms = (dt.nanosecond() as i64 + 500_000) / 1_000_000;
+    dt.with_nanosecond(0).unwrap_or(dt) + chrono::Duration::milliseconds(ms)
+}
+
+/// Appends one cell as JSON.
+pub fn write_value(
+    out: &mut Vec<u8>,
+    column: &str,
+    kind: ValueKind,
+    data: &ColumnData<'static>,
+) -> Result<(), EncodeError> {
+    if is_null(data) {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    }
+    let mismatch = || EncodeError {
+        column: column.to_string(),
+        expected: kind,
+        found: variant_name(data),
+    };
+    match (kind, data) {
+        (_, ColumnData::Bit(Some(b))) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        (
+            ValueKind::BigInt | ValueKind::Decimal | ValueKind::Money | ValueKind::SmallMoney,
+            ColumnData::I64(Some(v)),
+        ) => {
+            out.push(b'"');
+            out.extend_from_slice(itoa(*v).as_bytes());
+            out.push(b'"');
+        }
+        (_, ColumnData::U8(Some(v))) => out.extend_from_slice(itoa(*v as i64).as_bytes()),
+        (_, ColumnData::I16(Some(v))) => out.extend_from_slice(itoa(*v as i64).as_bytes()),
+        (_, ColumnData::I32(Some(v))) => out.extend_from_slice(itoa(*v as i64).as_bytes()),
+        (_, ColumnData::I64(Some(v))) => out.extend_from_slice(itoa(*v).as_bytes()),
+        (ValueKind::Money | ValueKind::SmallMoney, ColumnData::F64(Some(v))) => {
+            // Only if the cast was not applied; 4 digits is money's exact scale.
+            write_str(out, &format!("{v:.4}"));
+        }
+        (_, ColumnData::F32(Some(v))) => {
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+        (_, ColumnData::F64(Some(v))) => {
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+        (_, ColumnData::Numeric(Some(n))) => write_str(out, &format_decimal(n.value(), n.scale())),
+        (_, ColumnData::String(Some(s))) => write_str(out, s),
+        (_, ColumnData::Xml(Some(x))) => write_str(out, &x.to_string()),
+        (_, ColumnData::Binary(Some(b))) => {
+            out.push(b'"');
+            out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(b).as_bytes());
+            out.push(b'"');
+        }
+        (_, ColumnData::Guid(Some(g))) => {
+            let mut buf = [0u8; 36];
+            out.push(b'"');
+            out.extend_from_slice(g.hyphenated().encode_upper(&mut buf).as_bytes());
+            out.push(b'"');
+        }
+        (_, ColumnData::Date(Some(_))) => {
+            let d = NaiveDate::from_sql(data).ok().flatten().ok_or_else(mismatch)?;
+            out.push(b'"');
+            write_date(out, d);
+            out.push(b'"');
+        }
+        (_, ColumnData::Time(Some(_))) => {
+            let t = NaiveTime::from_sql(data).ok().flatten().ok_or_else(mismatch)?;
+            let digits = if let ValueKind::Time(s) = kind { s } else { 7 };
+            out.push(b'"');
+            write_time(out, t, digits);
+            out.push(b'"');
+        }
+        (_, ColumnData::DateTime(Some(_)) | ColumnData::SmallDateTime(Some(_)) | ColumnData::DateTime2(Some(_))) => {
+            let mut dt = NaiveDateTime::from_sql(data).ok().flatten().ok_or_else(mismatch)?;
+            if matches!(data, ColumnData::DateTime(_)) {
+                dt = round_datetime_ms(dt);
+            }
+            let digits = match kind {
+                ValueKind::DateTime(s) => s,
+                _ if matches!(data, ColumnData::DateTime(_)) => 3,
+                _ if matches!(data, ColumnData::SmallDateTime(_)) => 0,
+                _ => 7,
+            };
+            out.push(b'"');
+            write_date(out, dt.date());
+            out.push(b'T');
+            write_time(out, dt.time(), digits);
+            out.push(b'"');
+        }
+        (_, ColumnData::DateTimeOffset(Some(_))) => {
+            let dt = DateTime::<FixedOffset>::from_sql(data)
+                .ok()
+                .flatten()
+                .ok_or_else(mismatch)?;
+            let digits = if let ValueKind::DateTimeOffset(s) = kind { s } else { 7 };
+            let local = dt.naive_local();
+            out.push(b'"');
+            write_date(out, local.date());
+            out.push(b'T');
+            write_time(out, local.time(), digits);
+            out.extend_from_slice(dt.format("%:z").to_string().as_bytes());
+            out.push(b'"');
+        }
+        _ => return Err(mismatch()),
+    }
+    Ok(())
+}
+
+fn itoa(v: i64) -> String {
+    v.to_string()
+}
+
+/// `value / 10^scale` in plain decimal notation, exactly.
+pub fn format_decimal(value: i128, scale: u8) -> String {
+    let negative = value < 0;
+    let digits = value.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let mut out = String::with_capacity(digits.len() + 3);
+    if negative {
+        out.push('-');
+    }
+    if scale == 0 {
+        out.push_str(&digits);
+    } else if digits.len() > scale {
+        out.push_str(&digits[..digits.len() - scale]);
+        out.push('.');
+        out.push_str(&digits[digits.len() - scale..]);
+    } else {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', scale - digits.len()));
+        out.push_str(&digits);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(kind: ValueKind, data: ColumnData<'static>) -> String {
+        let mut out = Vec::new();
+        write_value(&mut out, "c", kind, &data).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn decimals_keep_every_digit() {
+        assert_eq!(format_decimal(12345, 2), "123.45");
+        assert_eq!(format_decimal(-5, 3), "-0.005");
+        assert_eq!(
+            format_decimal(170141183460469231731687303715884105727, 0),
+            "170141183460469231731687303715884105727"
+        );
+        assert_eq!(format_decimal(0, 4), "0.0000");
+    }
+
+    #[test]
+    fn bigint_is_a_string_and_int_a_number() {
+        assert_eq!(
+            enc(ValueKind::BigInt, ColumnData::I64(Some(9007199254740993))),
+            "\"9007199254740993\""
+        );
+        assert_eq!(enc(ValueKind::Int, ColumnData::I32(Some(-7))), "-7");
+        assert_eq!(enc(ValueKind::Int, ColumnData::I32(None)), "null");
+    }
+
+    #[test]
+    fn guid_is_upper_case_and_binary_base64() {
+        let g = uuid::Uuid::parse_str("6f9619ff-8b86-d011-b42d-00c04fc964ff").unwrap();
+        assert_eq!(
+            enc(ValueKind::Guid, ColumnData::Guid(Some(g))),
+            "\"6F9619FF-8B86-D011-B42D-00C04FC964FF\""
+        );
+        assert_eq!(
+            enc(ValueKind::Binary, ColumnData::Binary(Some(vec![0, 1, 2, 255].into()))),
+            "\"AAEC/w==\""
+        );
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        assert_eq!(
+            enc(ValueKind::String, ColumnData::String(Some("a\"b\n".into()))),
+            r#""a\"b\n""#
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! Every statement the sidecar sends, in one place. Identifiers come from the validated
+//! config and the catalog and are always bracket-quoted; values are always parameters
+//! (`@P1`, … as tiberius binds them). `docs/sql-surface.md` lists the same statements
+//! for the SQL Server stand-in.
+
+use std::fmt::Write;
+
+use super::check::{ColumnInfo, TableInfo};
+use super::encode::ValueKind;
+
+/// `[name]` with `]` doubled, T-SQL's quoting rule.
+pub fn quote(name: &str) -> String {
+    format!("[{}]", name.replace(']', "]]"))
+}
+
+/// The shared probe: one scalar per tick, whatever the number of tables.
+pub const PROBE: &str = "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS current_version";
+
+/// Opens the tick's SNAPSHOT transaction and reads its upper bound inside it, so every
+/// read of the tick sees the database as of that version.
+pub const BEGIN_SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION; \
+     SELECT CHANGE_TRACKING_CURRENT_VERSION() AS current_version";
+
+/// Ends the tick's transaction (it only read).
+pub const COMMIT: &str = "COMMIT TRANSACTION";
+
+/// Server and database names, for the envelope's `source`.
+pub const IDENTITY: &str = "SELECT @@SERVERNAME AS server_name, DB_NAME() AS database_name, \
+     CHANGE_TRACKING_CURRENT_VERSION() AS current_version";
+
+/// Database-level prerequisites.
+pub const DATABASE_SETTINGS: &str = "SELECT d.snapshot_isolation_state, ctd.retention_period, \
+     ctd.retention_period_units_desc, ctd.is_auto_cleanup_on \
+     FROM sys.databases AS d \
+     LEFT OUTER JOIN sys.change_tracking_databases AS ctd ON ctd.database_id = d.database_id \
+     WHERE d.database_id = DB_ID()";
+
+/// Object id and the login's permissions on a table (`@P1` = quoted name).
+pub const TABLE_ACCESS: &str = "SELECT OBJECT_ID(@P1) AS object_id, \
+     HAS_PERMS_BY_NAME(@P1, N'OBJECT', N'SELECT') AS can_select, \
+     HAS_PERMS_BY_NAME(@P1, N'OBJECT', N'VIEW CHANGE TRACKING') AS can_view_change_tracking";
+
+/// Change tracking state of a table (`@P1` = object id).
+pub const TABLE_TRACKING: &str = "SELECT ctt.is_track_columns_updated_on, ctt.min_valid_version, ctt.begin_version \
+     FROM sys.change_tracking_tables AS ctt WHERE ctt.object_id = @P1";
+
+/// Columns of a table (`@P1` = object id).
+pub const TABLE_COLUMNS: &str =
+    "SELECT c.column_id, c.name, t.name AS type_name, c.max_length, c.precision, c.scale, c.is_nullable \
+     FROM sys.columns AS c \
+     JOIN sys.types AS t ON t.user_type_id = c.user_type_id \
+     WHERE c.object_id = @P1 ORDER BY c.column_id";
+
+/// Primary key columns in key order (`@P1` = object id).
+pub const TABLE_PRIMARY_KEY: &str = "SELECT ic.key_ordinal, c.name \
+     FROM sys.indexes AS i \
+     JOIN sys.index_columns AS ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id \
+     JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id \
+     WHERE i.object_id = @P1 AND i.is_primary_key = 1 \
+     ORDER BY ic.key_ordinal";
+
+/// Which tables have changes up to the tick's upper bound, with each table's minimum
+/// valid version, as one UNION ALL result. `@P1` = upper bound; `@P{i+2}` = the
+/// checkpoint of `tables[i]`. The CASE guards `CHANGETABLE` against an expired
+/// checkpoint, which the caller turns into a resync.
+pub fn discover(tables: &[(usize, &TableInfo)]) -> String {
+    let mut sql = String::new();
+    for (i, (index, t)) in tables.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(" UNION ALL ");
+        }
+        let cp = format!("@P{}", i + 2);
+        let min_valid = format!(
+            "CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'{}'))",
+            t.quoted.replace('\'', "''")
+        );
+        let _ = write!(
+            sql,
+            "SELECT {index} AS table_index, {min_valid} AS min_valid_version, \
+             CASE WHEN {cp} >= {min_valid} AND EXISTS (SELECT 1 FROM CHANGETABLE(CHANGES {q}, {cp}) AS CT \
+             WHERE CT.SYS_CHANGE_VERSION <= @P1) THEN 1 ELSE 0 END AS has_changes",
+            q = t.quoted,
+        );
+    }
+    sql
+}
+
+/// Each table's minimum valid version alone, without touching `CHANGETABLE` (which
+/// fails the whole statement with error 22105 if any one table lost its tracking).
+pub fn min_valid_versions(tables: &[(usize, &TableInfo)]) -> String {
+    let parts: Vec<String> = tables
+        .iter()
+        .map(|(index, t)| {
+            format!(
+                "SELECT {index} AS table_index, CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'{}')) AS min_valid_version",
+                t.quoted.replace('\'', "''")
+            )
+        })
+        .collect();
+    parts.join(" UNION ALL ")
+}
+
+/// How a published column is selected, under the alias `name`. money would reach
+/// tiberius as a float and lose digits, so it is cast to the decimal that holds it exactly.
+fn select_expr(alias: &str, c: &ColumnInfo, name: &str) -> String {
+    let col = format!("{alias}.{}", c.quoted);
+    let expr = match c.kind {
+        ValueKind::Money => format!("CAST({col} AS decimal(19,4))"),
+        ValueKind::SmallMoney => format!("CAST({col} AS decimal(10,4))"),
+        _ => col,
+    };
+    format!("{expr} AS {}", quote(name))
+}
+
+/// Column layout of [`changes`]: version, creation version, operation, context, then
+/// (with column tracking) the raw mask and one in-mask flag per non-key column, then the
+/// key from CHANGETABLE (present for deletes), then the row from the LEFT JOIN.
+pub fn changes(t: &TableInfo) -> String {
+    let mut sql = String::from(
+        "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION, CT.SYS_CHANGE_CONTEXT",
+    );
+    if t.track_columns_updated {
+        sql.push_str(", CT.SYS_CHANGE_COLUMNS");
+        for c in t.mask_columns() {
+            let _ = write!(
+                sql,
+                ", CHANGE_TRACKING_IS_COLUMN_IN_MASK({}, CT.SYS_CHANGE_COLUMNS) AS [__changed_{}]",
+                c.id, c.id
+            );
+        }
+    }
+    for k in &t.key {
+        let _ = write!(sql, ", {}", select_expr("CT", k, &format!("__key_{}", k.name)));
+    }
+    for c in &t.columns {
+        let _ = write!(sql, ", {}", select_expr("T", c, &c.name));
+    }
+    let on: Vec<String> = t.key.iter().map(|k| format!("T.{q} = CT.{q}", q = k.quoted)).collect();
+    let order: Vec<String> = t.key.iter().map(|k| format!("CT.{}", k.quoted)).collect();
+    let _ = write!(
+        sql,
+        " FROM CHANGETABLE(CHANGES {q}, @P1) AS CT LEFT OUTER JOIN {q} AS T ON {on} \
+         WHERE CT.SYS_CHANGE_VERSION <= @P2 ORDER BY CT.SYS_CHANGE_VERSION, {order}",
+        q = t.quoted,
+        on = on.join(" AND "),
+        order = order.join(", "),
+    );
+    sql
+}
+
+/// Index of the first key column in a [`changes`] row.
+pub fn changes_key_offset(t: &TableInfo) -> usize {
+    4 + if t.track_columns_updated {
+        1 + t.mask_columns().count()
+    } else {
+        0
+    }
+}
+
+/// One keyset-paginated snapshot chunk: `@P1` = chunk size; after the first chunk,
+/// `@P2…` = the last key read, compared lexicographically over composite keys.
+/// Columns: the key, then the published columns.
+pub fn snapshot_chunk(t: &TableInfo, first: bool) -> String {
+    let mut cols: Vec<String> = t.key.iter().map(|k| select_expr("T", k, &k.name)).collect();
+    cols.extend(t.columns.iter().map(|c| select_expr("T", c, &c.name)));
+    let mut sql = format!("SELECT TOP (@P1) {} FROM {} AS T", cols.join(", "), t.quoted);
+    if !first {
+        let mut ors = Vec::with_capacity(t.key.len());
+        for i in 0..t.key.len() {
+            let mut ands: Vec<String> = t.key[..i]
+                .iter()
+                .enumerate()
+                .map(|(j, k)| format!("T.{} = @P{}", k.quoted, j + 2))
+                .collect();
+            ands.push(format!("T.{} > @P{}", t.key[i].quoted, i + 2));
+            ors.push(format!("({})", ands.join(" AND ")));
+        }
+        let _ = write!(sql, " WHERE {}", ors.join(" OR "));
+    }
+    let order: Vec<String> = t.key.iter().map(|k| format!("T.{}", k.quoted)).collect();
+    let _ = write!(sql, " ORDER BY {}", order.join(", "));
+    sql
+}

@@ -1,0 +1,56 @@
+//! Exponential backoff: the probe interval while the database is idle, and retry
+//! delays after failures. Reset on activity or success.
+
+use std::time::Duration;
+
+/// Doubling (or `multiplier`-ing) delay between `min` and `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    multiplier: f64,
+    current: Duration,
+}
+
+impl Backoff {
+    /// Starts at `min`.
+    pub fn new(min: Duration, max: Duration, multiplier: f64) -> Self {
+        Self {
+            min,
+            max,
+            multiplier,
+            current: min,
+        }
+    }
+
+    /// The delay to wait now; the next one grows by the multiplier up to `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = self.current.mul_f64(self.multiplier).min(self.max);
+        delay
+    }
+
+    /// Back to `min` (activity, or success).
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+
+    /// The delay the next call would return.
+    pub fn current(&self) -> Duration {
+        self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubles_from_50ms_to_the_5s_ceiling_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_secs(5), 2.0);
+        let seq: Vec<u64> = (0..9).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(seq, [50, 100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(50));
+    }
+}
