@@ -165,4 +165,19 @@ mod engine {
             &[],
         );
     }
+
+    #[test]
+    fn read_committed_transaction_sees_its_writes_and_others_commits() {
+        let engine = shop();
+        let mut s = engine.admin_session("Shop").expect("session");
+        run(&mut s, "BEGIN TRAN; INSERT INTO dbo.Orders VALUES (1, N'mine', 1)", &[]);
+        engine
+            .execute("Shop", "INSERT INTO dbo.Orders VALUES (2, N'theirs', 1)")
+            .expect("other session");
+        let r = rows(&run(&mut s, "SELECT Id FROM dbo.Orders ORDER BY Id", &[]));
+        assert_eq!(r, vec![vec![Value::Int(1)], vec![Value::Int(2)]]);
+        run(&mut s, "UPDATE dbo.Orders SET Total = 3 WHERE Id = 1; COMMIT", &[]);
+        assert_eq!(engine.current_version("Shop"), Some(2));
+        assert_eq!(changes(&engine, Some(1)), vec![(2, Some(2), "I".into(), 1)]);
+    }
 }

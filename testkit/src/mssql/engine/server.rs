@@ -24,6 +24,8 @@ struct Inner {
     state: Mutex<State>,
     clock_offset_ms: AtomicU64,
     next_spid: AtomicI64,
+    /// Bumped under the state lock each time a new committed state is published.
+    generation: AtomicU64,
     server_name: String,
 }
 
@@ -65,6 +67,7 @@ impl Engine {
                 state: Mutex::new(State::new(password, now)),
                 clock_offset_ms: AtomicU64::new(0),
                 next_spid: AtomicI64::new(51),
+                generation: AtomicU64::new(0),
                 server_name: "TESTKIT-MSSQL".into(),
             }),
         }
@@ -79,6 +82,13 @@ impl Engine {
         self.lock().clone()
     }
 
+    /// A copy of the committed state with its generation (bumped by every publish),
+    /// so a READ COMMITTED transaction can tell whether its private view is stale.
+    pub(super) fn committed_with_generation(&self) -> (State, u64) {
+        let guard = self.lock();
+        (guard.clone(), self.inner.generation.load(Ordering::Relaxed))
+    }
+
     /// Runs `f` on a copy of the committed state under the lock and publishes the
     /// copy only if `f` succeeds: statement-level atomicity.
     pub(super) fn mutate<R>(&self, f: impl FnOnce(&mut State) -> Result<R, SqlError>) -> Result<R, SqlError> {
@@ -86,6 +96,7 @@ impl Engine {
         let mut work = guard.clone();
         let r = f(&mut work)?;
         *guard = work;
+        self.inner.generation.fetch_add(1, Ordering::Relaxed);
         Ok(r)
     }
 

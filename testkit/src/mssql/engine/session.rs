@@ -39,6 +39,8 @@ struct Transaction {
     /// The committed state a SNAPSHOT transaction started from, to detect update
     /// conflicts (Msg 3960) at commit.
     base: Option<State>,
+    /// The committed generation the READ COMMITTED private view was built from.
+    generation: u64,
     writes: Vec<Pending>,
 }
 
@@ -91,7 +93,14 @@ impl Session {
                     }
                     t.private.clone().unwrap_or_else(|| self.engine.committed())
                 } else {
-                    let mut state = self.engine.committed();
+                    let (mut state, generation) = self.engine.committed_with_generation();
+                    if let Some(private) = &t.private {
+                        if t.generation == generation {
+                            // Nothing committed since the view was built: it is current.
+                            return private.clone();
+                        }
+                    }
+                    t.generation = generation;
                     for w in &t.writes {
                         let mut changes = w.planned.changes.clone();
                         let _ = storage::apply(
@@ -361,6 +370,7 @@ impl Session {
                             depth: 1,
                             private: None,
                             base: None,
+                            generation: 0,
                             writes: Vec::new(),
                         })
                     }
