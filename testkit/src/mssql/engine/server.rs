@@ -369,18 +369,19 @@ impl Txn<'_> {
             changed.push(i);
         }
         let values = dml::check_row(db, t, values, "UPDATE")?;
-        let schema = db.schema_name(t.schema_id).unwrap_or("dbo").to_string();
-        let t = db.tables.get_mut(&id).ok_or_else(|| error::invalid_object(table))?;
         let new_key = t.key_of(&values);
         if new_key != old_key && t.rows.contains_key(&new_key) {
             return Err(error::duplicate_key(
                 t.pk_name.as_deref().unwrap_or("PK"),
-                &format!("{schema}.{}", t.name),
+                &format!("{}.{}", db.schema_name(t.schema_id).unwrap_or("dbo"), t.name),
                 &new_key.display(),
             ));
         }
+        let t = db.tables.get_mut(&id).ok_or_else(|| error::invalid_object(table))?;
         let row: Row = Row::from(values);
-        t.rows.remove(&old_key);
+        if new_key != old_key {
+            t.rows.remove(&old_key);
+        }
         t.rows.insert(new_key.clone(), row.clone());
         self.ops.push(Op {
             table: id,
