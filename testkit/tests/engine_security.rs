@@ -143,4 +143,25 @@ mod engine {
             15023
         );
     }
+
+    #[test]
+    fn deny_overrides_a_schema_grant_and_revoke_removes_both() {
+        let engine = with_user();
+        engine
+            .execute(
+                "Shop",
+                "GRANT SELECT ON SCHEMA::[dbo] TO [app]; DENY SELECT ON OBJECT::dbo.Orders TO [app]",
+            )
+            .expect("grant + deny");
+        let mut s = login(&engine, "app", "App-Passw0rd!", Some("Shop")).expect("login");
+        assert_eq!(error_of(&mut s, "SELECT * FROM dbo.Orders", &[]).number, 229);
+        engine
+            .execute("Shop", "REVOKE SELECT ON OBJECT::dbo.Orders FROM [app]")
+            .expect("revoke the deny");
+        run(&mut s, "SELECT * FROM dbo.Orders", &[]);
+        engine
+            .execute("Shop", "REVOKE SELECT ON SCHEMA::[dbo] FROM [app]")
+            .expect("revoke the grant");
+        assert_eq!(error_of(&mut s, "SELECT * FROM dbo.Orders", &[]).number, 229);
+    }
 }

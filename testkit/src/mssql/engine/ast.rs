@@ -239,6 +239,14 @@ pub enum Securable {
     Database,
 }
 
+/// What a permission statement does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionAction {
+    Grant,
+    Deny,
+    Revoke,
+}
+
 /// Transaction isolation levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isolation {
@@ -308,7 +316,9 @@ pub enum StatementKind {
         name: String,
         login: Option<String>,
     },
+    /// GRANT, DENY or REVOKE.
     Grant {
+        action: PermissionAction,
         permissions: Vec<String>,
         on: Securable,
         to: Vec<String>,

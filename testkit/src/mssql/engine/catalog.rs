@@ -80,6 +80,8 @@ pub struct Grant {
     pub principal_id: i64,
     /// Upper-cased, e.g. `SELECT`, `VIEW CHANGE TRACKING`.
     pub permission: String,
+    /// A DENY, which wins over any GRANT (except for owners and sysadmins).
+    pub deny: bool,
     pub target: GrantTarget,
 }
 

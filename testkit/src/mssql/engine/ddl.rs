@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::ast::{ColumnDef, DatabaseOption, ObjectName, PrimaryKeyDef, RetentionUnit, Securable};
+use super::ast::{ColumnDef, DatabaseOption, ObjectName, PermissionAction, PrimaryKeyDef, RetentionUnit, Securable};
 use super::catalog::{ci, ColumnMeta, Database, DatabaseTracking, Grant, GrantTarget, Login, State, Table, User};
 use super::change_tracking::TableTracking;
 use super::error;
@@ -407,10 +407,13 @@ const PERMISSIONS: &[&str] = &[
     "CONNECT",
 ];
 
-/// `GRANT perms ON securable TO principals` (idempotent, as in SQL Server).
+/// `GRANT` / `DENY` / `REVOKE perms ON securable TO principals`: each replaces what
+/// the others set for the same principal, permission and securable (REVOKE just
+/// removes), so running a migration twice changes nothing.
 pub fn grant(
     state: &mut State,
     who: &Who<'_>,
+    action: PermissionAction,
     permissions: &[String],
     on: &Securable,
     to: &[String],
@@ -443,14 +446,13 @@ pub fn grant(
             .ok_or_else(|| error::cannot_find_principal("user", principal))?
             .principal_id;
         for p in permissions {
-            let exists = db
-                .grants
-                .iter()
-                .any(|g| g.principal_id == user && &g.permission == p && g.target == target);
-            if !exists {
+            db.grants
+                .retain(|g| !(g.principal_id == user && &g.permission == p && g.target == target));
+            if action != PermissionAction::Revoke {
                 db.grants.push_back(Grant {
                     principal_id: user,
                     permission: p.clone(),
+                    deny: action == PermissionAction::Deny,
                     target: target.clone(),
                 });
             }

@@ -298,7 +298,8 @@ fn has_perms_by_name(args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
             let user = db.user_for_login(env.login);
             Ok(Value::Int(i64::from(user.is_some_and(|u| {
                 db.grants.iter().any(|g| {
-                    g.principal_id == u.principal_id
+                    !g.deny
+                        && g.principal_id == u.principal_id
                         && g.permission == permission
                         && matches!(g.target, GrantTarget::Schema(id) if id == schema.schema_id)
                 })
@@ -316,7 +317,8 @@ fn has_perms_by_name(args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
             Ok(Value::Int(i64::from(user.is_some_and(|u| {
                 permission == "CONNECT"
                     || db.grants.iter().any(|g| {
-                        g.principal_id == u.principal_id
+                        !g.deny
+                            && g.principal_id == u.principal_id
                             && g.permission == permission
                             && g.target == GrantTarget::Database
                     })

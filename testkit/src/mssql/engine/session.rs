@@ -328,7 +328,12 @@ impl Session {
             StatementKind::CreateUser { name, login } => {
                 self.ddl(|s, w| ddl::create_user(s, w, name, login.as_deref()))
             }
-            StatementKind::Grant { permissions, on, to } => self.ddl(|s, w| ddl::grant(s, w, permissions, on, to)),
+            StatementKind::Grant {
+                action,
+                permissions,
+                on,
+                to,
+            } => self.ddl(|s, w| ddl::grant(s, w, *action, permissions, on, to)),
             StatementKind::Use(db) => {
                 let state = self.engine.committed();
                 let Some(d) = state.database(db) else {

@@ -312,7 +312,9 @@ impl Parser {
             }
             "ALTER" => self.alter(),
             "DROP" => self.drop(),
-            "GRANT" => self.grant(),
+            "GRANT" => self.grant(PermissionAction::Grant),
+            "DENY" => self.grant(PermissionAction::Deny),
+            "REVOKE" => self.grant(PermissionAction::Revoke),
             "USE" => {
                 self.pos += 1;
                 Ok(StatementKind::Use(self.ident()?))
@@ -888,13 +890,17 @@ impl Parser {
         Err(self.unexpected())
     }
 
-    fn grant(&mut self) -> PResult<StatementKind> {
+    /// GRANT / DENY / REVOKE perms [ON securable] TO|FROM principals.
+    fn grant(&mut self, action: PermissionAction) -> PResult<StatementKind> {
         self.pos += 1;
         let mut permissions = Vec::new();
         loop {
             let mut words = Vec::new();
             while let Some(Tok::Word { text, quoted: false }) = self.peek() {
-                if text.eq_ignore_ascii_case("ON") || text.eq_ignore_ascii_case("TO") {
+                if text.eq_ignore_ascii_case("ON")
+                    || text.eq_ignore_ascii_case("TO")
+                    || text.eq_ignore_ascii_case("FROM")
+                {
                     break;
                 }
                 words.push(text.to_uppercase());
@@ -925,12 +931,19 @@ impl Parser {
         } else {
             Securable::Database
         };
-        self.expect_kw("TO")?;
+        if !(self.eat_kw("TO") || (action == PermissionAction::Revoke && self.eat_kw("FROM"))) {
+            return Err(self.unexpected());
+        }
         let mut to = vec![self.ident()?];
         while self.eat_sym(",") {
             to.push(self.ident()?);
         }
-        Ok(StatementKind::Grant { permissions, on, to })
+        Ok(StatementKind::Grant {
+            action,
+            permissions,
+            on,
+            to,
+        })
     }
 }
 
