@@ -27,6 +27,8 @@ struct Inner {
     /// Bumped under the state lock each time a new committed state is published.
     generation: AtomicU64,
     server_name: String,
+    /// Injected failures: (text the batch must contain, error), consumed in order.
+    faults: Mutex<std::collections::VecDeque<(String, SqlError)>>,
 }
 
 /// An in-memory SQL Server with Change Tracking. Cheap to clone (an `Arc`).
@@ -69,6 +71,7 @@ impl Engine {
                 next_spid: AtomicI64::new(51),
                 generation: AtomicU64::new(0),
                 server_name: "TESTKIT-MSSQL".into(),
+                faults: Mutex::new(std::collections::VecDeque::new()),
             }),
         }
     }
@@ -199,6 +202,28 @@ impl Engine {
             }
             Ok(())
         });
+    }
+
+    /// Fault injection: the next `n` batches whose text contains `needle`
+    /// (case-insensitive) fail with `error` before running, and any open transaction
+    /// of their session is rolled back — as SQL Server does to a deadlock victim (1205)
+    /// or on a snapshot update conflict (3960).
+    pub fn fail_next_batches_matching(&self, needle: &str, n: usize, error: SqlError) {
+        let mut faults = self.inner.faults.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..n {
+            faults.push_back((needle.to_lowercase(), error.clone()));
+        }
+    }
+
+    /// The error to fail this batch with, if a fault was injected for it.
+    pub(super) fn take_fault(&self, sql: &str) -> Option<SqlError> {
+        let mut faults = self.inner.faults.lock().unwrap_or_else(|e| e.into_inner());
+        if faults.is_empty() {
+            return None;
+        }
+        let lower = sql.to_lowercase();
+        let at = faults.iter().position(|(needle, _)| lower.contains(needle.as_str()))?;
+        faults.remove(at).map(|(_, e)| e)
     }
 
     /// `CHANGE_TRACKING_CURRENT_VERSION()` of `database` (`None` when change

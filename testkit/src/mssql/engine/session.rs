@@ -524,6 +524,10 @@ impl BackendSession for Session {
     }
 
     fn execute(&mut self, sql: &str, params: &[Param]) -> Vec<Outcome> {
+        if let Some(e) = self.engine.take_fault(sql) {
+            self.txn = None;
+            return vec![Outcome::Error(e)];
+        }
         let statements = match parse_batch(sql) {
             Ok(s) => s,
             Err(e) => return vec![Outcome::Error(e)],
