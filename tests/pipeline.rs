@@ -149,6 +149,16 @@ async fn streams_inserts_updates_and_deletes_in_order_to_both_sinks() {
         assert_eq!(envs[0]["source"]["database"], "Shop");
         assert_eq!(envs[0]["source"]["table"], "Orders");
     }
+    // AND the checkpoint records which server/database wrote it
+    let client = redis::Client::open(h.redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let source: Option<String> = redis::cmd("HGET")
+        .arg(format!("cdc-sidecar:checkpoint:{DB}:dbo.Orders"))
+        .arg("source")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(source.as_deref(), Some("TESTKIT-MSSQL/Shop"));
     sidecar.stop().await;
 }
 

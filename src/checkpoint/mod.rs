@@ -15,6 +15,9 @@ pub struct Checkpoint {
     pub version: i64,
     /// Milliseconds since the Unix epoch of the last write, for operators.
     pub updated_at_ms: i64,
+    /// `server/database` that wrote it (absent when written by `checkpoint set` or an
+    /// older version).
+    pub source: Option<String>,
 }
 
 /// Why the store failed. Always retryable: the caller keeps its position in memory and
