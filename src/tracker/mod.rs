@@ -776,7 +776,6 @@ fn encode_change(
             changed = Some(names);
         }
     }
-    let changed: Option<Vec<String>> = changed.map(|v| v.into_iter().map(str::to_string).collect());
     let cells: Vec<ColumnData<'static>> = row.into_iter().collect();
     let key_cells = &cells[key_offset..key_offset + info.key.len()];
     let row_cells = &cells[key_offset + info.key.len()..];
