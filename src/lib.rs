@@ -9,6 +9,8 @@
 //!                                                        └──► checkpoint (Redis)
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod checkpoint;
 pub mod config;
