@@ -931,3 +931,22 @@ async fn changed_columns_are_exact_on_tables_wider_than_one_mask_word() {
     assert!(all[0]["changed_columns"].is_null(), "inserts carry no mask");
     sidecar.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_table_polling_mode_still_delivers_everything() {
+    // The original design (no shared probe) is kept only to measure what the probe saves;
+    // it must still be correct.
+    let h = Harness::start().await;
+    h.create_tracked_table("Orders", ORDERS);
+    let toml = h
+        .config_toml(&["name = \"dbo.Orders\"\nsnapshot = \"never\""])
+        .replace("[poll]\n", "[poll]\nshared_probe = false\n");
+    let sidecar = h.spawn(cdc_sidecar::config::Config::from_toml_str(&toml).unwrap());
+    h.wait_checkpoint("dbo.Orders", "the starting checkpoint", |_| true)
+        .await;
+    h.sql("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'x');");
+    let v = h.current_version();
+    h.wait_checkpoint("dbo.Orders", "the insert", |c| c == v).await;
+    assert_eq!(ops(&changes(&h.pulsar_envelopes(ORDERS_TOPIC))), ["insert:1"]);
+    sidecar.stop().await;
+}

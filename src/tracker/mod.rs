@@ -286,11 +286,17 @@ impl Reader {
             timer.observe_duration();
             *last_seen = Some(upper);
         } else {
-            // The original design, kept for comparison: every table, every tick.
+            // The original design, kept for comparison: every table queried every tick,
+            // backing off only while no table had anything.
+            let mut moved = false;
             for i in 0..self.tables.len() {
-                if matches!(self.tables[i].state, TableState::Streaming { .. }) {
-                    self.stream_tick(Some(i)).await?;
+                if let TableState::Streaming { position } = self.tables[i].state {
+                    let upper = self.stream_tick(Some(i)).await?;
+                    moved |= upper != position;
                 }
+            }
+            if !moved && !snapshotting {
+                return Ok(false);
             }
         }
         for i in 0..self.tables.len() {
