@@ -15,7 +15,7 @@ use testkit::pulsar::PulsarStandin;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::rig::DEADLINE;
+use crate::rig::{DEADLINE, STALL};
 
 /// The parts of an envelope the benchmarks read; serde skips the rest.
 #[derive(Debug, Deserialize)]
@@ -139,6 +139,7 @@ impl RedisArrivals {
         done: impl Fn(&HashMap<String, ChannelState>) -> bool,
     ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut last_progress = tokio::time::Instant::now();
         loop {
             {
                 let s = lock(&self.state);
@@ -153,8 +154,11 @@ impl RedisArrivals {
             // Wake on every envelope, and at least every 100 ms to check the child.
             let wake = tokio::time::Instant::now() + Duration::from_millis(100);
             match tokio::time::timeout_at(wake.min(deadline), self.arrived.changed()).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => last_progress = tokio::time::Instant::now(),
                 Ok(Err(_)) => bail!("redis subscriber stopped while waiting for {what}"),
+                Err(_) if last_progress.elapsed() > STALL => {
+                    bail!("nothing arrived on Redis for {STALL:?} while waiting for {what}: the sidecar stalled (see its log above)")
+                }
                 Err(_) if tokio::time::Instant::now() >= deadline => {
                     bail!("timed out after {DEADLINE:?} waiting for {what} on Redis")
                 }

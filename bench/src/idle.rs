@@ -58,10 +58,26 @@ pub async fn run(exe: &Path, size: &Size, section: &mut Section) -> Result<()> {
                     "per-table polling (original design)"
                 }
             );
-            section.add(&case, "queries/s seen by the stand-in", format!("{:.2}", requests as f64 / window));
+            section.add(
+                &case,
+                "queries/s seen by the stand-in",
+                format!("{:.2}", requests as f64 / window),
+            );
             if shared {
-                section.add_goal(&case, "queries per tick", format!("{per_tick:.1}"), "1", per_tick <= 1.0);
-                section.add_goal(&case, "sidecar CPU", format!("{cpu:.2} %"), "< 1 %", cpu < GOAL_CPU_PERCENT);
+                section.add_goal(
+                    &case,
+                    "queries per tick",
+                    format!("{per_tick:.1}"),
+                    "1",
+                    per_tick <= 1.0,
+                );
+                section.add_goal(
+                    &case,
+                    "sidecar CPU",
+                    format!("{cpu:.2} %"),
+                    "< 1 %",
+                    cpu < GOAL_CPU_PERCENT,
+                );
             } else {
                 section.add(&case, "queries per tick", format!("{per_tick:.1}"));
                 section.add(&case, "sidecar CPU", format!("{cpu:.2} %"));

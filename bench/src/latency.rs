@@ -67,7 +67,10 @@ pub async fn run(exe: &Path, size: &Size, section: &mut Section) -> Result<()> {
         .wait(
             "the last change",
             || sidecar.check_alive(),
-            |s| s.get(&channel).is_some_and(|c| c.changes >= expected && c.to_version >= last),
+            |s| {
+                s.get(&channel)
+                    .is_some_and(|c| c.changes >= expected && c.to_version >= last)
+            },
         )
         .await?;
     let wait_started = Instant::now();
@@ -88,7 +91,10 @@ pub async fn run(exe: &Path, size: &Size, section: &mut Section) -> Result<()> {
     let cpu_pct = 100.0 * (after.cpu_secs - before.cpu_secs) / measured.as_secs_f64().max(1e-9);
     for (sink, arrivals) in [
         ("Redis subscriber", redis.versions()),
-        ("Pulsar consumer", pulsar_arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+        (
+            "Pulsar consumer",
+            pulsar_arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        ),
     ] {
         let mut lat: Vec<Duration> = arrivals
             .iter()
@@ -102,7 +108,13 @@ pub async fn run(exe: &Path, size: &Size, section: &mut Section) -> Result<()> {
         let (p50, p99, max) = (pick(0.5), pick(0.99), lat[lat.len() - 1]);
         section.add(&case, &format!("commit → {sink}, p50"), ms(p50));
         if sink == "Redis subscriber" {
-            section.add_goal(&case, &format!("commit → {sink}, p99"), ms(p99), "≤ 100 ms", p99 <= GOAL_P99);
+            section.add_goal(
+                &case,
+                &format!("commit → {sink}, p99"),
+                ms(p99),
+                "≤ 100 ms",
+                p99 <= GOAL_P99,
+            );
         } else {
             section.add(&case, &format!("commit → {sink}, p99"), ms(p99));
         }

@@ -180,8 +180,12 @@ fn bench(command: Command) -> Result<()> {
         let mut sections = Vec::new();
         if which == 0 || which == 1 {
             let mut s = Section::new("Throughput (1) and limits (2)");
-            throughput::run(&exe, &size, 1, &mut s).await.context("throughput, 1 table")?;
-            throughput::run(&exe, &size, 10, &mut s).await.context("throughput, 10 tables")?;
+            throughput::run(&exe, &size, 1, &mut s)
+                .await
+                .context("throughput, 1 table")?;
+            throughput::run(&exe, &size, 10, &mut s)
+                .await
+                .context("throughput, 10 tables")?;
             eprintln!("{}", s.markdown());
             sections.push(s);
         }

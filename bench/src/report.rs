@@ -59,7 +59,10 @@ impl Section {
 
     /// The section as Markdown.
     pub fn markdown(&self) -> String {
-        let mut out = format!("### {}\n\n| case | figure | value | goal |\n|---|---|---:|---|\n", self.title);
+        let mut out = format!(
+            "### {}\n\n| case | figure | value | goal |\n|---|---|---:|---|\n",
+            self.title
+        );
         for f in &self.figures {
             let goal = match f.met {
                 None => String::new(),

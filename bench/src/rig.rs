@@ -25,6 +25,10 @@ pub const DB: &str = sample::DATABASE;
 /// run fails instead of hanging.
 pub const DEADLINE: Duration = Duration::from_secs(600);
 
+/// How long the sidecar may deliver nothing while changes are outstanding before the
+/// run fails as stalled (e.g. it keeps failing its poll).
+pub const STALL: Duration = Duration::from_secs(30);
+
 /// The benchmark table's columns: the sample `sales.OrderLines` shape (every family of
 /// types the sidecar maps) plus an offset timestamp, a note and an exact decimal, so a
 /// row is ~200 bytes as SQL Server stores it.
@@ -48,11 +52,42 @@ pub struct Rig {
 }
 
 impl Rig {
-    /// Starts everything; `Shop` is built by the migrations (sample schema, change
-    /// tracking, snapshot isolation, the sidecar's login).
+    /// Starts everything with an empty `Shop` prepared as the migrations prepare a
+    /// database: change tracking on, snapshot isolation allowed, and the sidecar's
+    /// login with SELECT and VIEW CHANGE TRACKING on `dbo`.
     pub async fn start() -> Result<Self> {
         let engine = Engine::new();
+        let (login, password) = (sample::LOGIN, sample::PASSWORD);
+        engine
+            .execute(
+                "master",
+                &format!("CREATE DATABASE [{DB}];\nCREATE LOGIN [{login}] WITH PASSWORD = N'{password}';"),
+            )
+            .context("create database")?;
+        engine
+            .execute(
+                DB,
+                &format!(
+                    "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON (CHANGE_RETENTION = 1 DAYS, AUTO_CLEANUP = ON);\n\
+                     ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON;\n\
+                     CREATE USER [{login}] FOR LOGIN [{login}];\n\
+                     GRANT SELECT ON SCHEMA::[dbo] TO [{login}];\n\
+                     GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [{login}];"
+                ),
+            )
+            .context("prepare database")?;
+        Self::around(engine).await
+    }
+
+    /// Starts everything with the sample `Shop` database built by the repository's
+    /// migrations (sample schema, change tracking, snapshot isolation, the login).
+    pub async fn start_sample() -> Result<Self> {
+        let engine = Engine::new();
         sample::setup(&engine).context("sample database")?;
+        Self::around(engine).await
+    }
+
+    async fn around(engine: Engine) -> Result<Self> {
         let mssql = MssqlServer::start(Arc::new(engine.clone()), MssqlServerConfig::default())
             .await
             .context("SQL Server stand-in")?;
@@ -123,7 +158,7 @@ url = "{redis}"
 listen = "127.0.0.1:{metrics_port}"
 
 [log]
-level = "warn"
+level = "warn,tiberius=error"
 "#,
             port = self.mssql.addr().port(),
             login = sample::LOGIN,

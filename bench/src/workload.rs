@@ -20,7 +20,7 @@ use crate::rig::DB;
 const UPDATE_PERCENT: usize = 15;
 const DELETE_PERCENT: usize = 5;
 
-/// The row with key (`order_id`, 1): ~200 bytes stored, ~430 bytes as an envelope change.
+/// The row with key (`order_id`, 1): ~200 bytes stored, ~490 bytes as an envelope change.
 pub fn line_row(order_id: i64, revision: i64) -> Vec<Value> {
     let date = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap_or_default();
     let time = NaiveTime::from_hms_milli_opt(8, 30, 0, 250).unwrap_or_default();
@@ -29,7 +29,16 @@ pub fn line_row(order_id: i64, revision: i64) -> Vec<Value> {
         .from_local_datetime(&date.and_time(time))
         .single()
         .unwrap_or_else(|| offset.from_utc_datetime(&date.and_time(time)));
-    let payload: Vec<u8> = (0..32).map(|i| ((order_id + i) % 251) as u8).collect();
+    // A digest-like binary column: bytes that do not compress, as in real tables.
+    let mut x = (order_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let payload: Vec<u8> = (0..24)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
     vec![
         Value::Int(order_id),
         Value::Int(1),
@@ -37,14 +46,20 @@ pub fn line_row(order_id: i64, revision: i64) -> Vec<Value> {
         Value::Int(1 + order_id % 9 + revision),
         Value::Money(199_900 + (order_id % 1000) * 100),
         Value::Float(1.5),
-        if order_id % 3 == 0 { Value::Null } else { Value::Float(0.1) },
+        if order_id % 3 == 0 {
+            Value::Null
+        } else {
+            Value::Float(0.1)
+        },
         Value::Date(date),
         Value::Time(time),
         Value::Binary(payload),
         Value::DateTime(date.and_time(time)),
         Value::Int(order_id % 4),
         Value::DateTimeOffset(placed),
-        Value::String(format!("order {order_id}: leave at the door, ring twice (rev {revision})")),
+        Value::String(format!(
+            "order {order_id}: leave at the door, ring twice (rev {revision})"
+        )),
         Value::Decimal {
             value: 1_999 + (order_id % 10_000) as i128 * 7,
             scale: 2,
@@ -84,7 +99,13 @@ pub struct Written {
 impl LinesWorkload {
     /// Preloads enough rows in each of `tables` for `rounds` runs of `per_table`
     /// changes each (their updates and deletes need existing rows).
-    pub fn preload(engine: &Engine, tables: &[String], per_table: usize, rounds: usize, txn_rows: usize) -> Result<Self> {
+    pub fn preload(
+        engine: &Engine,
+        tables: &[String],
+        per_table: usize,
+        rounds: usize,
+        txn_rows: usize,
+    ) -> Result<Self> {
         let per_run = per_table * (UPDATE_PERCENT + DELETE_PERCENT) / 100 + txn_rows;
         let preload = (per_run * rounds) as i64;
         let mut cursors = Vec::with_capacity(tables.len());
@@ -143,7 +164,10 @@ impl LinesWorkload {
                         txn.update(
                             &table,
                             &[Value::Int(id), Value::Int(1)],
-                            &[("Qty", Value::Int(100 + id % 7)), ("Note", Value::String(format!("updated {id}")))],
+                            &[
+                                ("Qty", Value::Int(100 + id % 7)),
+                                ("Note", Value::String(format!("updated {id}"))),
+                            ],
                         )?;
                         cursor.next_update += 1;
                     }
