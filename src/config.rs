@@ -88,6 +88,33 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Stopping on SIGTERM.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long, after SIGTERM, the sidecar may spend delivering the batches already read
+    /// and writing checkpoints before it exits anyway (exit code 1; what was not
+    /// delivered is read again on restart). Keep it below Kubernetes'
+    /// `terminationGracePeriodSeconds`.
+    #[serde(default = "default_grace_period_ms")]
+    pub grace_period_ms: u64,
+}
+
+fn default_grace_period_ms() -> u64 {
+    20_000
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace_period_ms: default_grace_period_ms(),
+        }
+    }
 }
 
 /// How the connection to SQL Server is encrypted.
@@ -137,6 +164,11 @@ pub struct SourceConfig {
     /// How long to wait for a connection and login before retrying, in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// Longest wait for the server's next response while a query runs, in
+    /// milliseconds; a stalled server fails the tick and the connection is replaced.
+    /// It never trips on the sidecar's own backpressure (a slow sink).
+    #[serde(default = "default_command_timeout_ms")]
+    pub command_timeout_ms: u64,
 }
 
 fn default_mssql_port() -> u16 {
@@ -150,6 +182,9 @@ fn default_app_name() -> String {
 }
 fn default_connect_timeout_ms() -> u64 {
     10_000
+}
+fn default_command_timeout_ms() -> u64 {
+    30_000
 }
 
 /// `[poll]`: the shared version probe's backoff and the size of batches.
@@ -381,7 +416,7 @@ fn default_pulsar_url() -> String {
     "pulsar://127.0.0.1:6650".into()
 }
 fn default_topic() -> String {
-    "persistent://public/default/cdc.{database}.{schema}.{table}".into()
+    "persistent://public/default/{database}.{schema}.{table}".into()
 }
 fn default_pulsar_compression() -> Compression {
     Compression::Lz4
@@ -435,7 +470,7 @@ pub struct RedisPubSubConfig {
 }
 
 fn default_channel() -> String {
-    "cdc.{database}.{schema}.{table}".into()
+    "cdc:{database}.{schema}.{table}".into()
 }
 fn default_redis_compression() -> Compression {
     Compression::Zstd
@@ -525,7 +560,13 @@ impl Config {
         }
         // Only nested keys (`SECTION__FIELD`) are config: `CDC_SIDECAR_CONFIG` and the test
         // URLs share the prefix but are not fields, and must not be refused as unknown.
-        Self::from_figment(figment.merge(Env::prefixed(ENV_PREFIX).filter(|k| k.as_str().contains("__")).split("__")))
+        Self::from_figment(
+            figment.merge(
+                Env::prefixed(ENV_PREFIX)
+                    .filter(|k| k.as_str().contains("__"))
+                    .split("__"),
+            ),
+        )
     }
 
     /// Loads from TOML text plus the environment (for tests and `check`).
@@ -594,6 +635,12 @@ impl Config {
             ));
         }
         let p = &self.poll;
+        if s.connect_timeout_ms == 0 {
+            return Err(invalid("source.connect_timeout_ms", "must be at least 1"));
+        }
+        if s.command_timeout_ms == 0 {
+            return Err(invalid("source.command_timeout_ms", "must be at least 1"));
+        }
         if p.min_interval_ms == 0 {
             return Err(invalid("poll.min_interval_ms", "must be at least 1"));
         }

@@ -63,11 +63,21 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// 503 while the source is unreachable or not yet checked. A table in error does not
+/// fail readiness (the other tables stream on, and an unready pod would drop out of the
+/// metrics Service just when its metrics matter); it is listed in the body instead.
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+    if !s.health.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
+    }
+    let errored = s.health.errored_tables.lock().map(|l| l.clone()).unwrap_or_default();
+    if errored.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (
+            StatusCode::OK,
+            format!("ready; tables in error: {}\n", errored.join(", ")),
+        )
     }
 }
 

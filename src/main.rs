@@ -85,7 +85,15 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<u8> {
         Command::Run => {
             let token = CancellationToken::new();
             tokio::spawn(shutdown_on_signal(token.clone()));
-            cdc_sidecar::run(config, token).await?;
+            let grace = std::time::Duration::from_millis(config.shutdown.grace_period_ms);
+            let run = cdc_sidecar::run(config, token.clone());
+            tokio::pin!(run);
+            tokio::select! {
+                result = &mut run => result?,
+                _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
+                    anyhow::bail!("shutdown took longer than shutdown.grace_period_ms ({grace:?}); what was not delivered is read again on restart");
+                }
+            }
             Ok(0)
         }
         Command::Check => {

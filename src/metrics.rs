@@ -40,7 +40,7 @@ pub struct Metrics {
     pub snapshot_rows: IntCounterVec,
     /// Version probes, by result (idle, moved, error).
     pub probes: IntCounterVec,
-    /// Queries sent to SQL Server, by kind (probe, discover, changes, snapshot, check).
+    /// Queries sent to SQL Server while streaming, by kind (probe, discover, changes, snapshot).
     pub source_queries: IntCounterVec,
     /// Source failures (connection lost, server error), by kind.
     pub source_errors: IntCounterVec,
@@ -48,6 +48,13 @@ pub struct Metrics {
     pub poll_interval: Gauge,
     /// 1 for the state each table is in, 0 for the others.
     pub table_state: IntGaugeVec,
+    /// Each table's `CHANGE_TRACKING_MIN_VALID_VERSION` at its last check: how close
+    /// cleanup is to the checkpoint.
+    pub min_valid_version: IntGaugeVec,
+    /// Duration of ticks that found the version moved (discover + reads + hand-over).
+    pub poll_duration: prometheus::Histogram,
+    /// Connections re-established after a failure, by target (source).
+    pub reconnects: IntCounterVec,
 }
 
 /// Registration can only fail on a duplicate or malformed name: a bug, caught by tests.
@@ -111,6 +118,24 @@ impl Metrics {
         let poll_interval = Gauge::with_opts(opts("poll_interval_seconds", "The probe interval in force."))?;
         registry.register(Box::new(poll_interval.clone()))?;
         let table_state = gauge_vec("table_state", "1 for the state each table is in.", &["table", "state"])?;
+        let min_valid_version = gauge_vec(
+            "min_valid_version",
+            "CHANGE_TRACKING_MIN_VALID_VERSION at the last check.",
+            &["table"],
+        )?;
+        let poll_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new("poll_duration_seconds", "Duration of ticks that found changes.")
+                .namespace(NAMESPACE)
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                ]),
+        )?;
+        registry.register(Box::new(poll_duration.clone()))?;
+        let reconnects = counter(
+            "reconnects_total",
+            "Connections re-established after a failure.",
+            &["target"],
+        )?;
         Ok(Self {
             registry,
             changes,
@@ -129,6 +154,9 @@ impl Metrics {
             source_errors,
             poll_interval,
             table_state,
+            min_valid_version,
+            poll_duration,
+            reconnects,
         })
     }
 

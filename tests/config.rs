@@ -54,7 +54,10 @@ fn password_file_overrides_the_inline_password() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pw");
     std::fs::write(&file, "from-file\n").unwrap();
-    let toml = MINIMAL.replace("password = \"s3cret-value\"", &format!("password_file = {:?}", file.display().to_string()));
+    let toml = MINIMAL.replace(
+        "password = \"s3cret-value\"",
+        &format!("password_file = {:?}", file.display().to_string()),
+    );
     let c = Config::from_toml_str(&toml).unwrap();
     assert_eq!(c.source.password.unwrap().expose(), "from-file");
 }
@@ -76,19 +79,40 @@ fn unknown_fields_are_refused_naming_them() {
 
 #[test]
 fn invalid_values_name_their_field() {
-    assert_eq!(invalid_field(&MINIMAL.replace("dbo.Orders", "Orders")), "tables[0].name");
-    assert_eq!(invalid_field(&format!("{MINIMAL}\n[poll]\nmax_interval_ms = 10\n")), "poll.max_interval_ms");
-    assert_eq!(invalid_field(&format!("{MINIMAL}\n[poll]\nmultiplier = 0.5\n")), "poll.multiplier");
     assert_eq!(
-        invalid_field(&format!("{MINIMAL}\n[sinks.pulsar]\nenabled = false\n[sinks.redis_pubsub]\nenabled = false\n")),
+        invalid_field(&MINIMAL.replace("dbo.Orders", "Orders")),
+        "tables[0].name"
+    );
+    assert_eq!(
+        invalid_field(&format!("{MINIMAL}\n[poll]\nmax_interval_ms = 10\n")),
+        "poll.max_interval_ms"
+    );
+    assert_eq!(
+        invalid_field(&format!("{MINIMAL}\n[poll]\nmultiplier = 0.5\n")),
+        "poll.multiplier"
+    );
+    assert_eq!(
+        invalid_field(&format!(
+            "{MINIMAL}\n[sinks.pulsar]\nenabled = false\n[sinks.redis_pubsub]\nenabled = false\n"
+        )),
         "sinks"
     );
-    assert_eq!(invalid_field(&format!("{MINIMAL}\n[sinks.pulsar]\ntopic = \"cdc.{{tabel}}\"\n")), "sinks.pulsar.topic");
-    assert_eq!(invalid_field(&format!("{MINIMAL}\n[[tables]]\nname = \"dbo.orders\"\n")), "tables[1].name");
-    assert_eq!(invalid_field(&MINIMAL.replace("password = \"s3cret-value\"", "")), "source.password");
+    assert_eq!(
+        invalid_field(&format!("{MINIMAL}\n[sinks.pulsar]\ntopic = \"cdc.{{tabel}}\"\n")),
+        "sinks.pulsar.topic"
+    );
+    assert_eq!(
+        invalid_field(&format!("{MINIMAL}\n[[tables]]\nname = \"dbo.orders\"\n")),
+        "tables[1].name"
+    );
+    assert_eq!(
+        invalid_field(&MINIMAL.replace("password = \"s3cret-value\"", "")),
+        "source.password"
+    );
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
 fn environment_overrides_the_file_with_double_underscore_nesting() {
     // figment's Jail isolates the process environment for this closure.
     figment::Jail::expect_with(|jail| {

@@ -27,7 +27,13 @@ channel = "c"
     let mut out = BTreeMap::new();
     flatten("", &value, &mut out);
     // Fields set above only to make them appear have no default.
-    for required in ["source.host", "source.database", "source.user", "source.password", "tables[].name"] {
+    for required in [
+        "source.host",
+        "source.database",
+        "source.user",
+        "source.password",
+        "tables[].name",
+    ] {
         out.insert(required.to_string(), None);
     }
     for no_default in ["tables[].columns", "tables[].topic", "tables[].channel"] {
@@ -40,7 +46,11 @@ fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Option<String
     match value {
         Value::Object(map) => {
             for (k, v) in map {
-                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 if v.is_object() {
                     flatten(&path, v, out);
                 } else if let Value::Array(items) = v {
@@ -66,7 +76,9 @@ fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Option<String
 /// `(field, default cell, env cell)` rows of the README's reference table.
 fn rows_from_readme() -> Vec<(String, String, String)> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme.find("## Configuration reference").expect("README has a Configuration reference section");
+    let start = readme
+        .find("## Configuration reference")
+        .expect("README has a Configuration reference section");
     let section = &readme[start + 1..];
     let section = &section[..section.find("\n## ").unwrap_or(section.len())];
     let clean = |s: &str| s.trim().trim_matches('`').trim_matches('"').to_string();

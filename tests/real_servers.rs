@@ -3,7 +3,6 @@
 //! (an ADO.NET connection string of a login that may create databases) and/or
 //! `CDC_SIDECAR_PULSAR_URL` are set; Redis is always the local `redis-server`.
 
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -23,12 +22,22 @@ fn parse_ado(url: &str) -> (String, u16, String, String) {
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let server = kv.get("server").or(kv.get("data source")).expect("server=").trim_start_matches("tcp:").to_string();
+    let server = kv
+        .get("server")
+        .or(kv.get("data source"))
+        .expect("server=")
+        .trim_start_matches("tcp:")
+        .to_string();
     let (host, port) = match server.split_once(',') {
         Some((h, p)) => (h.to_string(), p.parse().expect("port")),
         None => (server, 1433),
     };
-    let user = kv.get("user id").or(kv.get("user")).or(kv.get("uid")).expect("user id=").clone();
+    let user = kv
+        .get("user id")
+        .or(kv.get("user"))
+        .or(kv.get("uid"))
+        .expect("user id=")
+        .clone();
     let password = kv.get("password").or(kv.get("pwd")).expect("password=").clone();
     (host, port, user, password)
 }
@@ -41,7 +50,9 @@ async fn admin(url: &str, database: Option<&str>) -> tiberius::Client<tokio_util
     config.trust_cert();
     let tcp = TcpStream::connect(config.get_addr()).await.expect("reach SQL Server");
     tcp.set_nodelay(true).unwrap();
-    tiberius::Client::connect(config, tcp.compat_write()).await.expect("log in to SQL Server")
+    tiberius::Client::connect(config, tcp.compat_write())
+        .await
+        .expect("log in to SQL Server")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +64,13 @@ async fn real_sql_server_changes_reach_redis() {
     let (host, port, user, password) = parse_ado(&url);
     let db = format!("cdc_it_{}", std::process::id());
     let mut master = admin(&url, None).await;
-    master.simple_query(format!("CREATE DATABASE [{db}]")).await.unwrap().into_results().await.unwrap();
+    master
+        .simple_query(format!("CREATE DATABASE [{db}]"))
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
     let mut c = admin(&url, Some(&db)).await;
     for stmt in [
         "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON (CHANGE_RETENTION = 1 DAYS, AUTO_CLEANUP = ON)".to_string(),
@@ -103,16 +120,38 @@ listen = "127.0.0.1:0"
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut started = false;
     while !started {
-        let v: Option<String> = redis::cmd("HGET").arg(&key).arg("version").query_async(&mut conn).await.unwrap();
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("version")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         started = v.is_some();
         assert!(Instant::now() < deadline, "sidecar did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    c.simple_query("INSERT INTO [dbo].[Orders] VALUES (1, N'real')").await.unwrap().into_results().await.unwrap();
-    let row = c.simple_query("SELECT CHANGE_TRACKING_CURRENT_VERSION()").await.unwrap().into_row().await.unwrap().unwrap();
+    c.simple_query("INSERT INTO [dbo].[Orders] VALUES (1, N'real')")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    let row = c
+        .simple_query("SELECT CHANGE_TRACKING_CURRENT_VERSION()")
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
     let version: i64 = row.get(0).unwrap();
     loop {
-        let v: Option<String> = redis::cmd("HGET").arg(&key).arg("version").query_async(&mut conn).await.unwrap();
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("version")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         if v.and_then(|v| v.parse::<i64>().ok()) == Some(version) {
             break;
         }
@@ -122,7 +161,15 @@ listen = "127.0.0.1:0"
     token.cancel();
     handle.await.unwrap().unwrap();
     drop(c);
-    master.simple_query(format!("ALTER DATABASE [{db}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE [{db}]")).await.unwrap().into_results().await.unwrap();
+    master
+        .simple_query(format!(
+            "ALTER DATABASE [{db}] SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE [{db}]"
+        ))
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,10 +180,19 @@ async fn real_pulsar_accepts_the_sinks_batches_and_gives_them_back() {
     };
     use cdc_sidecar::sink::{Batch, BatchKind, OpCounts, PulsarSink, Route, Sink};
     let topic = format!("persistent://public/default/cdc-it-{}", std::process::id());
-    let route = std::sync::Arc::new(Route { table: "dbo.T".into(), topic: topic.clone(), channel: "c".into() });
-    let mut config = cdc_sidecar::config::PulsarConfig { url: url.clone(), ..Default::default() };
+    let route = std::sync::Arc::new(Route {
+        table: "dbo.T".into(),
+        topic: topic.clone(),
+        channel: "c".into(),
+    });
+    let mut config = cdc_sidecar::config::PulsarConfig {
+        url: url.clone(),
+        ..Default::default()
+    };
     config.compression = cdc_sidecar::config::Compression::Zstd;
-    let sink = PulsarSink::connect(&config, std::slice::from_ref(&route), "cdc-it").await.unwrap();
+    let sink = PulsarSink::connect(&config, std::slice::from_ref(&route), "cdc-it")
+        .await
+        .unwrap();
     let client = Pulsar::builder(url.as_str(), TokioExecutor).build().await.unwrap();
     let mut consumer: Consumer<Vec<u8>, _> = client
         .consumer()
@@ -159,7 +215,11 @@ async fn real_pulsar_accepts_the_sinks_batches_and_gives_them_back() {
         sink.publish(&batch).await.unwrap();
     }
     for v in 1..=3 {
-        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.try_next()).await.unwrap().unwrap().unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(msg.payload.data, format!("{{\"to_version\":{v}}}").into_bytes());
         consumer.ack(&msg).await.unwrap();
     }

@@ -93,7 +93,9 @@ impl PulsarSink {
                 batch.route.topic
             ))));
         };
-        let mut properties = HashMap::with_capacity(3);
+        let mut properties = HashMap::with_capacity(5);
+        properties.insert("table".to_string(), batch.route.table.clone());
+        properties.insert("format".to_string(), crate::tracker::FORMAT.to_string());
         properties.insert("kind".to_string(), batch.kind.as_str().to_string());
         properties.insert("from_version".to_string(), batch.from_version.to_string());
         properties.insert("to_version".to_string(), batch.to_version.to_string());

@@ -96,6 +96,8 @@ pub async fn connect(config: &SourceConfig) -> Result<SqlClient, SourceError> {
     }
     let addr = format!("{}:{}", config.host, config.port);
     let timeout = Duration::from_millis(config.connect_timeout_ms);
+    tds.handshake_timeout(Some(timeout));
+    tds.command_timeout(Some(Duration::from_millis(config.command_timeout_ms)));
     let attempt = async {
         let tcp = TcpStream::connect(&addr).await.map_err(|source| SourceError::Connect {
             addr: addr.clone(),

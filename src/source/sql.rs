@@ -85,6 +85,21 @@ pub fn discover(tables: &[(usize, &TableInfo)]) -> String {
     sql
 }
 
+/// Each table's minimum valid version alone, without touching `CHANGETABLE` (which
+/// fails the whole statement with error 22105 if any one table lost its tracking).
+pub fn min_valid_versions(tables: &[(usize, &TableInfo)]) -> String {
+    let parts: Vec<String> = tables
+        .iter()
+        .map(|(index, t)| {
+            format!(
+                "SELECT {index} AS table_index, CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'{}')) AS min_valid_version",
+                t.quoted.replace('\'', "''")
+            )
+        })
+        .collect();
+    parts.join(" UNION ALL ")
+}
+
 /// How a published column is selected, under the alias `name`. money would reach
 /// tiberius as a float and lose digits, so it is cast to the decimal that holds it exactly.
 fn select_expr(alias: &str, c: &ColumnInfo, name: &str) -> String {

@@ -30,6 +30,18 @@ impl Backoff {
         delay
     }
 
+    /// [`next_delay`](Self::next_delay) spread by up to ±20 %, so that many sidecars
+    /// retrying after a shared outage do not reconnect in lockstep.
+    pub fn next_delay_jittered(&mut self) -> Duration {
+        let delay = self.next_delay();
+        // The clock's nanoseconds are random enough to spread retries; no RNG needed.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let factor = 0.8 + 0.4 * (f64::from(nanos % 1000) / 1000.0);
+        delay.mul_f64(factor)
+    }
+
     /// Back to `min` (activity, or success).
     pub fn reset(&mut self) {
         self.current = self.min;

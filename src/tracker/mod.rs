@@ -15,6 +15,7 @@ pub use delivery::{Delivery, DeliveryTask};
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures_util::TryStreamExt;
@@ -72,7 +73,12 @@ struct Table {
     tx: mpsc::Sender<Delivery>,
     checkpoint: Arc<AtomicI64>,
     lagging: bool,
-    disabled_warned: bool,
+    /// Tracking was seen disabled; when it comes back the table must resync, since
+    /// changes made meanwhile were never recorded.
+    tracking_lost: bool,
+    /// A permanent error (permission denied, table dropped) parked the table until
+    /// this instant; the other tables keep streaming meanwhile.
+    errored_until: Option<Instant>,
 }
 
 /// Liveness and readiness, shared with the HTTP endpoints.
@@ -83,6 +89,19 @@ pub struct Health {
     pub ready: AtomicBool,
     /// Milliseconds since the Unix epoch of the reader's last loop iteration.
     pub last_tick_ms: AtomicI64,
+    /// Tables parked by an error (or whose tracking was switched off), for `/readyz`.
+    pub errored_tables: std::sync::Mutex<Vec<String>>,
+}
+
+impl Health {
+    fn set_errored(&self, table: &str, errored: bool) {
+        // A poisoned lock only means a panic elsewhere; the list is still usable.
+        let mut list = self.errored_tables.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|t| t != table);
+        if errored {
+            list.push(table.to_string());
+        }
+    }
 }
 
 /// The shared reader: one connection, every table.
@@ -155,7 +174,8 @@ impl Reader {
                 tx: s.tx,
                 checkpoint: s.checkpoint_cell,
                 lagging: false,
-                disabled_warned: false,
+                tracking_lost: false,
+                errored_until: None,
             });
         }
         Self {
@@ -174,6 +194,7 @@ impl Reader {
         let poll = &self.config.poll;
         let mut interval = Backoff::new(poll.min_interval(), poll.max_interval(), poll.multiplier);
         let mut last_seen: Option<i64> = None;
+        let mut failing = false;
         loop {
             self.health
                 .last_tick_ms
@@ -182,6 +203,9 @@ impl Reader {
                 r = self.tick(&mut last_seen) => r,
                 _ = shutdown.cancelled() => break,
             };
+            if result.is_ok() {
+                failing = false;
+            }
             match result {
                 Ok(true) => {
                     interval.reset();
@@ -198,9 +222,18 @@ impl Reader {
                     // A connection in an unknown state (maybe mid-transaction) is dropped.
                     self.client = None;
                     last_seen = None;
+                    if !failing {
+                        // Retry soon after a first failure, then back off.
+                        interval.reset();
+                        failing = true;
+                    }
                 }
             }
-            let delay = interval.next_delay();
+            let delay = if failing {
+                interval.next_delay_jittered()
+            } else {
+                interval.next_delay()
+            };
             self.metrics.poll_interval.set(delay.as_secs_f64());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -215,6 +248,7 @@ impl Reader {
     async fn client(&mut self) -> Result<&mut SqlClient, SourceError> {
         if self.client.is_none() {
             let client = source::connect(&self.config.source).await?;
+            self.metrics.reconnects.with_label_values(&["source"]).inc();
             info!("reconnected to SQL Server");
             self.client = Some(client);
         }
@@ -243,7 +277,9 @@ impl Reader {
                 return Ok(false);
             }
             self.metrics.probes.with_label_values(&["moved"]).inc();
+            let timer = self.metrics.poll_duration.start_timer();
             let upper = self.stream_tick(None).await?;
+            timer.observe_duration();
             *last_seen = Some(upper);
         } else {
             // The original design, kept for comparison: every table, every tick.
@@ -255,7 +291,12 @@ impl Reader {
         }
         for i in 0..self.tables.len() {
             if matches!(self.tables[i].state, TableState::Snapshotting { .. }) {
-                self.snapshot_chunk(i).await?;
+                if let Err(e) = self.snapshot_chunk(i).await {
+                    if is_table_error(&e) {
+                        self.park(i, &e);
+                    }
+                    return Err(e);
+                }
             }
         }
         Ok(true)
@@ -272,9 +313,18 @@ impl Reader {
             .ok_or(SourceError::ChangeTrackingDisabled { database })?;
         self.metrics.database_version.set(upper);
 
+        let now = Instant::now();
+        for t in &mut self.tables {
+            if t.errored_until.is_some_and(|until| until <= now) {
+                info!(table = %t.info.name, "retrying the table after its error");
+                t.errored_until = None;
+                self.metrics.set_table_state(&t.info.name, state_label(&t.state));
+                self.health.set_errored(&t.info.name, false);
+            }
+        }
         let mut candidates = Vec::new();
         for (i, t) in self.tables.iter().enumerate() {
-            if only.is_some_and(|o| o != i) {
+            if only.is_some_and(|o| o != i) || t.errored_until.is_some() {
                 continue;
             }
             if let TableState::Streaming { position } = t.state {
@@ -286,11 +336,35 @@ impl Reader {
             }
         }
         let backwards: Vec<(usize, i64)> = candidates.iter().filter(|c| c.2).map(|c| (c.0, c.1)).collect();
-        let forward: Vec<(usize, i64)> = candidates.iter().filter(|c| !c.2).map(|c| (c.0, c.1)).collect();
         for (i, position) in backwards {
             self.start_resync(i, position, upper, ResyncReason::VersionWentBackwards)
                 .await?;
         }
+        // Tables whose tracking was switched off stay out of the discover query (their
+        // CHANGETABLE would fail it for everyone) until it is back.
+        let lost: Vec<(usize, i64)> = candidates
+            .iter()
+            .filter(|c| !c.2 && self.tables[c.0].tracking_lost)
+            .map(|c| (c.0, c.1))
+            .collect();
+        if !lost.is_empty() {
+            for (i, min_valid) in self.min_valid_versions(&lost).await? {
+                if min_valid.is_some() {
+                    let position = lost.iter().find(|(j, _)| *j == i).map_or(0, |l| l.1);
+                    self.tables[i].tracking_lost = false;
+                    self.health.set_errored(&self.tables[i].info.name, false);
+                    info!(table = %self.tables[i].info.name, "change tracking is enabled again");
+                    // Whatever changed while tracking was off was never recorded.
+                    self.start_resync(i, position, upper, ResyncReason::CheckpointExpired)
+                        .await?;
+                }
+            }
+        }
+        let forward: Vec<(usize, i64)> = candidates
+            .iter()
+            .filter(|c| !c.2 && !self.tables[c.0].tracking_lost)
+            .map(|c| (c.0, c.1))
+            .collect();
         if !forward.is_empty() {
             let infos: Vec<(usize, &TableInfo)> = forward.iter().map(|(i, _)| (*i, &self.tables[*i].info)).collect();
             let text = sql::discover(&infos);
@@ -300,7 +374,43 @@ impl Reader {
                 query.bind(*position);
             }
             let client = self.client().await?;
-            let rows = query.query(client).await?.into_first_result().await?;
+            let rows = match query.query(client).await {
+                Ok(stream) => stream.into_first_result().await,
+                Err(e) => Err(e),
+            };
+            let rows = match rows.map_err(SourceError::from) {
+                Ok(rows) => rows,
+                Err(e @ SourceError::Server { code: 22105, .. }) => {
+                    // A table lost its tracking between ticks: find which, then retry
+                    // on a fresh connection without it.
+                    for (i, min_valid) in self.min_valid_versions(&forward).await? {
+                        if min_valid.is_none() {
+                            self.mark_tracking_lost(i);
+                        }
+                    }
+                    return Err(e);
+                }
+                Err(e) if is_table_error(&e) => {
+                    // One table's permission or schema broke the shared query: find it
+                    // by asking table by table, park it, and retry without it.
+                    for &(i, position) in &forward {
+                        let info = [(i, &self.tables[i].info)];
+                        let mut q = Query::new(sql::discover(&info));
+                        q.bind(upper);
+                        q.bind(position);
+                        let client = self.client().await?;
+                        let result = match q.query(client).await {
+                            Ok(stream) => stream.into_first_result().await.map(|_| ()),
+                            Err(e) => Err(e),
+                        };
+                        if let Err(table_error) = result.map_err(SourceError::from) {
+                            self.park(i, &table_error);
+                        }
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             let mut found = Vec::with_capacity(rows.len());
             for row in rows {
                 let index: i32 = row.try_get(0)?.unwrap_or(-1);
@@ -314,26 +424,20 @@ impl Reader {
                         "discover returned unknown table index {i}"
                     )));
                 };
-                let name = self.tables[i].info.name.clone();
                 match min_valid {
-                    None => {
-                        if !self.tables[i].disabled_warned {
-                            error!(table = %name, "change tracking is no longer enabled on the table; waiting for it to be re-enabled (migrations/003_enable_table_change_tracking.sql)");
-                            self.tables[i].disabled_warned = true;
-                        }
-                        self.metrics.set_table_state(&name, "error");
-                    }
+                    None => self.mark_tracking_lost(i),
                     Some(min_valid) if position < min_valid => {
                         self.start_resync(i, position, upper, ResyncReason::CheckpointExpired)
                             .await?;
                     }
                     Some(_) => {
-                        if self.tables[i].disabled_warned {
-                            self.tables[i].disabled_warned = false;
-                            self.metrics.set_table_state(&name, "streaming");
-                        }
                         if has_changes {
-                            self.read_changes(i, position, upper).await?;
+                            if let Err(e) = self.read_changes(i, position, upper).await {
+                                if is_table_error(&e) {
+                                    self.park(i, &e);
+                                }
+                                return Err(e);
+                            }
                         } else {
                             self.tables[i].state = TableState::Streaming { position: upper };
                             self.send(i, Delivery::Progress(upper)).await?;
@@ -350,6 +454,40 @@ impl Reader {
             .into_results()
             .await?;
         Ok(upper)
+    }
+
+    /// Parks a table after a permanent error, for [`TABLE_RETRY`].
+    fn park(&mut self, i: usize, e: &SourceError) {
+        let t = &mut self.tables[i];
+        error!(table = %t.info.name, error = %e, retry_in = ?TABLE_RETRY, "table failed; the other tables keep streaming");
+        t.errored_until = Some(Instant::now() + TABLE_RETRY);
+        self.metrics.set_table_state(&t.info.name, "error");
+        self.health.set_errored(&t.info.name, true);
+    }
+
+    fn mark_tracking_lost(&mut self, i: usize) {
+        let t = &mut self.tables[i];
+        if !t.tracking_lost {
+            error!(table = %t.info.name, "change tracking is no longer enabled on the table; waiting for it to be re-enabled (migrations/003_enable_table_change_tracking.sql)");
+            t.tracking_lost = true;
+        }
+        self.metrics.set_table_state(&t.info.name, "error");
+        self.health.set_errored(&t.info.name, true);
+    }
+
+    /// `(table index, CHANGE_TRACKING_MIN_VALID_VERSION)` for `tables`.
+    async fn min_valid_versions(&mut self, tables: &[(usize, i64)]) -> Result<Vec<(usize, Option<i64>)>, SourceError> {
+        let infos: Vec<(usize, &TableInfo)> = tables.iter().map(|(i, _)| (*i, &self.tables[*i].info)).collect();
+        let text = sql::min_valid_versions(&infos);
+        self.metrics.source_queries.with_label_values(&["discover"]).inc();
+        let client = self.client().await?;
+        let rows = client.simple_query(text).await?.into_first_result().await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let index: i32 = row.try_get(0)?.unwrap_or(-1);
+            out.push((index as usize, row.try_get::<i64, _>(1)?));
+        }
+        Ok(out)
     }
 
     fn observe_lag(&mut self, i: usize, upper: i64) {
@@ -549,6 +687,22 @@ impl Reader {
     }
 }
 
+/// How long a table that failed permanently waits before it is tried again: long
+/// enough not to hammer the server, short enough that a fixed grant is noticed soon.
+const TABLE_RETRY: Duration = Duration::from_secs(30);
+
+/// Errors that concern one table's permissions or schema, not the connection:
+/// permission denied (229, 230, 297), invalid object or column (208, 207).
+fn is_table_error(e: &SourceError) -> bool {
+    matches!(
+        e,
+        SourceError::Server {
+            code: 229 | 230 | 297 | 208 | 207,
+            ..
+        }
+    )
+}
+
 fn stopped(info: &TableInfo) -> SourceError {
     SourceError::Unexpected(format!("delivery task of {} stopped", info.name))
 }
@@ -592,8 +746,9 @@ fn encode_change(builder: &mut BatchBuilder, info: &TableInfo, key_offset: usize
         if mask.is_some() {
             let mut names = Vec::new();
             for (j, c) in info.mask_columns().enumerate() {
-                let flag: Option<i32> = row.try_get(5 + j)?;
-                if flag == Some(1) {
+                // CHANGE_TRACKING_IS_COLUMN_IN_MASK returns bit.
+                let flag: Option<bool> = row.try_get(5 + j)?;
+                if flag == Some(true) {
                     names.push(c.name.as_str());
                 }
             }

@@ -2,7 +2,7 @@
 //! not stood in for: the real server is cheap to run, so we run it.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Child,
     port: u16,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 /// Errors starting the server.
@@ -38,35 +38,13 @@ impl RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = std::env::temp_dir().join(format!("testkit-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(RedisServerError::Spawn)?;
+        let child = spawn(port, &dir)?;
         let server = Self {
             child,
             port,
-            _dir: TempDir(dir),
+            dir: TempDir(dir),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return Err(RedisServerError::NotReady(port));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_ready(port)?;
         Ok(server)
     }
 
@@ -79,11 +57,54 @@ impl RedisServer {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
+
+    /// Stops the server; its data is lost, as when a cache without persistence crashes.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again, empty, on the same port, and waits until it accepts connections.
+    pub fn restart(&mut self) -> Result<(), RedisServerError> {
+        self.stop();
+        self.child = spawn(self.port, &self.dir.0)?;
+        wait_ready(self.port)
+    }
+}
+
+fn spawn(port: u16, dir: &Path) -> Result<Child, RedisServerError> {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(RedisServerError::Spawn)
+}
+
+fn wait_ready(port: u16) -> Result<(), RedisServerError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err(RedisServerError::NotReady(port));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -25,10 +25,7 @@ async fn standin_with_token() -> PulsarStandin {
 
 /// The client logs the broker's AuthenticationError but reports it as a fatal
 /// connection error; the stand-in's counter shows which refusal it was.
-fn assert_refused(
-    standin: &PulsarStandin,
-    result: Result<pulsar::Pulsar<pulsar::TokioExecutor>, pulsar::Error>,
-) {
+fn assert_refused(standin: &PulsarStandin, result: Result<pulsar::Pulsar<pulsar::TokioExecutor>, pulsar::Error>) {
     match result {
         Err(pulsar::Error::Connection(ConnectionError::PulsarError(Some(kind), _))) => {
             assert_eq!(kind, ServerError::AuthenticationError)
@@ -49,22 +46,14 @@ async fn accepts_the_configured_token() {
         .await
         .expect("the right token connects");
     let topic = topic("auth-ok");
-    let mut producer = client
-        .producer()
-        .with_topic(&topic)
-        .build()
-        .await
-        .expect("producer");
+    let mut producer = client.producer().with_topic(&topic).build().await.expect("producer");
     producer
         .send_non_blocking(b"authorised".to_vec())
         .await
         .expect("queue")
         .await
         .expect("receipt");
-    let stored = standin
-        .wait_for_messages(&topic, 1, DEADLINE)
-        .await
-        .expect("stored");
+    let stored = standin.wait_for_messages(&topic, 1, DEADLINE).await.expect("stored");
     assert_eq!(stored[0].payload, b"authorised");
     assert_eq!(standin.auth_refusals(), 0);
     standin.shutdown().await;
@@ -74,14 +63,8 @@ async fn accepts_the_configured_token() {
 async fn refuses_a_wrong_token_with_authentication_error() {
     let standin = standin_with_token().await;
     let started = std::time::Instant::now();
-    assert_refused(
-        &standin,
-        client_with(&standin.url(), Some("not-the-token")).await,
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "refused without retrying"
-    );
+    assert_refused(&standin, client_with(&standin.url(), Some("not-the-token")).await);
+    assert!(started.elapsed() < Duration::from_secs(2), "refused without retrying");
     assert_eq!(standin.topics(), Vec::<String>::new());
     standin.shutdown().await;
 }
@@ -99,8 +82,6 @@ async fn without_configured_token_any_client_connects() {
     client_with(&standin.url(), Some("whatever"))
         .await
         .expect("no auth required");
-    client_with(&standin.url(), None)
-        .await
-        .expect("no auth required");
+    client_with(&standin.url(), None).await.expect("no auth required");
     standin.shutdown().await;
 }

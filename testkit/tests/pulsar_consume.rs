@@ -12,12 +12,7 @@ use pulsar_support::*;
 use testkit::pulsar::PulsarStandin;
 
 async fn produce(client: &Pulsar<TokioExecutor>, topic: &str, bodies: &[&str]) {
-    let mut producer = client
-        .producer()
-        .with_topic(topic)
-        .build()
-        .await
-        .expect("producer");
+    let mut producer = client.producer().with_topic(topic).build().await.expect("producer");
     for body in bodies {
         tokio::time::timeout(DEADLINE, async {
             producer
@@ -130,10 +125,7 @@ async fn latest_position_skips_what_was_there_before() {
     .expect("in time")
     .expect("subscribe");
     produce(&client, &topic, &["new-1", "new-2"]).await;
-    assert_eq!(
-        bodies(&read(&mut consumer, 2, true).await),
-        ["new-1", "new-2"]
-    );
+    assert_eq!(bodies(&read(&mut consumer, 2, true).await), ["new-1", "new-2"]);
     standin.shutdown().await;
 }
 
@@ -186,5 +178,46 @@ async fn an_exclusive_subscription_refuses_a_second_consumer() {
     produce(&client, &topic, &["x"]).await;
     assert_eq!(bodies(&read(&mut other, 1, true).await), ["x"]);
     assert_quiet(&mut other, Duration::from_millis(100)).await;
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reader_reads_from_the_start_and_its_subscription_ends_with_it() {
+    use futures_util::StreamExt;
+    let standin = standin().await;
+    let client = client(&standin.url()).await;
+    let topic = topic("reader");
+    produce(&client, &topic, &["a", "b", "c"]).await;
+    let mut reader = tokio::time::timeout(
+        DEADLINE,
+        client
+            .reader()
+            .with_topic(&topic)
+            .with_subscription("r")
+            .with_options(ConsumerOptions {
+                initial_position: InitialPosition::Earliest,
+                ..Default::default()
+            })
+            .into_reader::<Vec<u8>>(),
+    )
+    .await
+    .expect("in time")
+    .expect("reader");
+    let mut got = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while got.len() < 3 {
+            let m = reader.next().await.expect("stream").expect("message");
+            got.push(String::from_utf8(m.payload.data).expect("utf8"));
+        }
+    })
+    .await
+    .expect("read in time");
+    assert_eq!(got, ["a", "b", "c"]);
+    assert!(
+        standin.backlog(&topic, "r").is_some(),
+        "non-durable subscription exists"
+    );
+    drop(reader);
+    wait_backlog(&standin, &topic, "r", None).await;
     standin.shutdown().await;
 }

@@ -93,17 +93,9 @@ fn assert_each_key_in_order_on_one_consumer(got: &[(usize, String, usize)]) {
     assert_eq!(by_key.len(), KEYS);
     for (key, seen) in by_key {
         let consumers: BTreeSet<usize> = seen.iter().map(|(c, _)| *c).collect();
-        assert_eq!(
-            consumers.len(),
-            1,
-            "key {key} went to consumers {consumers:?}"
-        );
+        assert_eq!(consumers.len(), 1, "key {key} went to consumers {consumers:?}");
         let seqs: Vec<usize> = seen.iter().map(|(_, s)| *s).collect();
-        assert_eq!(
-            seqs,
-            (0..PER_KEY).collect::<Vec<_>>(),
-            "key {key} out of order"
-        );
+        assert_eq!(seqs, (0..PER_KEY).collect::<Vec<_>>(), "key {key} out of order");
     }
 }
 
@@ -123,23 +115,15 @@ async fn keyed_producer_routes_each_key_to_its_partition_and_key_shared_reads_ke
         let partition = format!("{topic}-partition-{p}");
         for m in standin.messages(&partition) {
             let key = m.key.expect("keyed");
-            let expected =
-                RoutingPolicy::compute_partition_index_for_key(&key, PARTITIONS as usize);
+            let expected = RoutingPolicy::compute_partition_index_for_key(&key, PARTITIONS as usize);
             assert_eq!(expected, p as usize, "key {key} stored in partition {p}");
             used.insert(p);
         }
     }
     assert!(used.len() > 1, "keys spread over partitions: {used:?}");
     assert_eq!(standin.messages(&topic).len(), KEYS * PER_KEY);
-    assert_eq!(
-        standin.stats(&topic).messages_received,
-        (KEYS * PER_KEY) as u64
-    );
-    let partitions: BTreeSet<String> = standin
-        .topics()
-        .into_iter()
-        .filter(|t| t.starts_with(&topic))
-        .collect();
+    assert_eq!(standin.stats(&topic).messages_received, (KEYS * PER_KEY) as u64);
+    let partitions: BTreeSet<String> = standin.topics().into_iter().filter(|t| t.starts_with(&topic)).collect();
     assert_eq!(partitions.len(), PARTITIONS as usize);
 
     // AND two Key_Shared consumers each get whole keys, in order
@@ -180,26 +164,14 @@ async fn shared_subscription_splits_messages_and_failover_keeps_one_active() {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), KEYS * PER_KEY, "every message exactly once");
-    assert_eq!(
-        got.iter()
-            .map(|(c, _, _)| *c)
-            .collect::<BTreeSet<_>>()
-            .len(),
-        2
-    );
+    assert_eq!(got.iter().map(|(c, _, _)| *c).collect::<BTreeSet<_>>().len(), 2);
 
     let failover_topic = topic("failover");
     let mut a = consumer(&client, &failover_topic, "f", SubType::Failover).await;
     let mut b = consumer(&client, &failover_topic, "f", SubType::Failover).await;
     produce_keyed(&client, &failover_topic).await;
     let got = read_both(&mut a, &mut b, KEYS * PER_KEY).await;
-    assert_eq!(
-        got.iter()
-            .map(|(c, _, _)| *c)
-            .collect::<BTreeSet<_>>()
-            .len(),
-        1
-    );
+    assert_eq!(got.iter().map(|(c, _, _)| *c).collect::<BTreeSet<_>>().len(), 1);
     let seqs: Vec<usize> = got.iter().map(|(_, _, s)| *s).collect();
     let mut sorted = seqs.clone();
     sorted.sort();

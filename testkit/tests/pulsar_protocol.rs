@@ -10,9 +10,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use pulsar::message::{Codec, Message, Payload};
 use pulsar::proto::{
-    base_command::Type, command_lookup_topic_response, command_partitioned_topic_metadata_response,
-    BaseCommand, CommandConnect, CommandLookupTopic, CommandPartitionedTopicMetadata, CommandPing,
-    CommandPong, CommandProducer, CommandSeek, CommandSend, MessageMetadata, ServerError,
+    base_command::Type, command_lookup_topic_response, command_partitioned_topic_metadata_response, BaseCommand,
+    CommandConnect, CommandLookupTopic, CommandPartitionedTopicMetadata, CommandPing, CommandPong, CommandProducer,
+    CommandSeek, CommandSend, MessageMetadata, ProducerAccessMode, ServerError,
 };
 use pulsar_support::*;
 use testkit::pulsar::{PulsarStandin, PulsarStandinConfig};
@@ -35,9 +35,7 @@ fn command(kind: Type, fill: impl FnOnce(&mut BaseCommand)) -> Message {
 }
 
 async fn raw(standin: &PulsarStandin) -> Raw {
-    let stream = TcpStream::connect(standin.addr())
-        .await
-        .expect("tcp connect");
+    let stream = TcpStream::connect(standin.addr()).await.expect("tcp connect");
     Framed::new(stream, Codec)
 }
 
@@ -162,17 +160,13 @@ async fn a_first_command_other_than_connect_closes_the_connection() {
 async fn answers_pings_and_pings_idle_clients_then_drops_silent_ones() {
     init_tracing();
     let standin = PulsarStandin::start(PulsarStandinConfig {
-        keep_alive: Duration::from_millis(100),
+        keep_alive: Duration::from_millis(300),
         ..Default::default()
     })
     .await
     .expect("start");
     let mut raw = connected(&standin).await;
-    let pong = request(
-        &mut raw,
-        command(Type::Ping, |c| c.ping = Some(CommandPing {})),
-    )
-    .await;
+    let pong = request(&mut raw, command(Type::Ping, |c| c.ping = Some(CommandPing {}))).await;
     assert!(pong.pong.is_some(), "{pong:?}");
 
     // the stand-in pings; answering keeps the connection alive
@@ -214,18 +208,12 @@ async fn validates_and_expands_topic_names() {
     assert_eq!(r.partitions, Some(3));
     let answer = request(&mut raw, metadata("persistent://public/default/parted", 2)).await;
     assert_eq!(
-        answer
-            .partition_metadata_response
-            .expect("response")
-            .partitions,
+        answer.partition_metadata_response.expect("response").partitions,
         Some(3)
     );
     let answer = request(&mut raw, metadata("plain", 3)).await;
     assert_eq!(
-        answer
-            .partition_metadata_response
-            .expect("response")
-            .partitions,
+        answer.partition_metadata_response.expect("response").partitions,
         Some(0)
     );
     let answer = request(&mut raw, metadata("a/b", 4)).await;
@@ -254,10 +242,7 @@ async fn validates_and_expands_topic_names() {
         r.response,
         Some(command_lookup_topic_response::LookupType::Connect as i32)
     );
-    assert_eq!(
-        r.broker_service_url.as_deref(),
-        Some(standin.url().as_str())
-    );
+    assert_eq!(r.broker_service_url.as_deref(), Some(standin.url().as_str()));
     let r = request(&mut raw, lookup("kafka://x/y/z", 6))
         .await
         .lookup_topic_response
@@ -269,23 +254,14 @@ async fn validates_and_expands_topic_names() {
     assert_eq!(r.error, Some(ServerError::InvalidTopicName as i32));
 
     let answer = request(&mut raw, producer_frame("persistent://only/two", 1, 7)).await;
-    assert_eq!(
-        answer.error.expect("ERROR").error,
-        ServerError::InvalidTopicName as i32
-    );
+    assert_eq!(answer.error.expect("ERROR").error, ServerError::InvalidTopicName as i32);
     // a partitioned topic takes producers on its partitions only
     let answer = request(&mut raw, producer_frame("parted", 1, 8)).await;
-    assert_eq!(
-        answer.error.expect("ERROR").error,
-        ServerError::NotAllowedError as i32
-    );
+    assert_eq!(answer.error.expect("ERROR").error, ServerError::NotAllowedError as i32);
     let answer = request(&mut raw, producer_frame("parted-partition-2", 1, 9)).await;
     let success = answer.producer_success.expect("PRODUCER_SUCCESS");
     assert_eq!(success.request_id, 9);
-    assert!(
-        !success.producer_name.is_empty(),
-        "a generated producer name"
-    );
+    assert!(!success.producer_name.is_empty(), "a generated producer name");
     assert!(standin
         .topics()
         .contains(&"persistent://public/default/parted-partition-2".to_string()));
@@ -301,14 +277,10 @@ async fn a_corrupted_send_gets_checksum_error_and_the_connection_goes_on() {
 
     // encode a SEND with the client codec, then flip a payload byte on the wire
     let mut bytes = bytes::BytesMut::new();
-    tokio_util::codec::Encoder::encode(&mut Codec, send_frame(7, 0, b"payload"), &mut bytes)
-        .expect("encode");
+    tokio_util::codec::Encoder::encode(&mut Codec, send_frame(7, 0, b"payload"), &mut bytes).expect("encode");
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
-    raw.get_mut()
-        .write_all(&bytes)
-        .await
-        .expect("write corrupted frame");
+    raw.get_mut().write_all(&bytes).await.expect("write corrupted frame");
     let answer = next(&mut raw).await.expect("answer");
     let error = answer.send_error.expect("SEND_ERROR");
     assert_eq!(error.error, ServerError::ChecksumError as i32);
@@ -347,9 +319,7 @@ async fn unsupported_commands_get_an_error_and_unknown_ones_close_the_connection
     assert!(next(&mut raw).await.is_none(), "closed");
 
     let mut raw = connected(&standin).await;
-    raw.send(command(Type::Connect, |_| {}))
-        .await
-        .expect("send");
+    raw.send(command(Type::Connect, |_| {})).await.expect("send");
     let mut raw2 = connected(&standin).await;
     raw2.send(Message {
         command: BaseCommand {
@@ -375,12 +345,7 @@ async fn serves_several_clients_at_once() {
         let topic = topic.clone();
         tasks.push(tokio::spawn(async move {
             let client = client(&url).await;
-            let mut producer = client
-                .producer()
-                .with_topic(&topic)
-                .build()
-                .await
-                .expect("producer");
+            let mut producer = client.producer().with_topic(&topic).build().await.expect("producer");
             for i in 0..25 {
                 producer
                     .send_non_blocking(format!("c{c}-{i}").into_bytes())
@@ -397,10 +362,7 @@ async fn serves_several_clients_at_once() {
             .expect("in time")
             .expect("task");
     }
-    let stored = standin
-        .wait_for_messages(&topic, 100, DEADLINE)
-        .await
-        .expect("stored");
+    let stored = standin.wait_for_messages(&topic, 100, DEADLINE).await.expect("stored");
     assert_eq!(stored.len(), 100);
     // each producer's messages are stored in the order it sent them
     for c in 0..4 {
@@ -412,5 +374,106 @@ async fn serves_several_clients_at_once() {
         let expected: Vec<String> = (0..25).map(|i| format!("c{c}-{i}")).collect();
         assert_eq!(mine, expected);
     }
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_producer_name_is_connected_once_at_a_time() {
+    let standin = standin().await;
+    let topic = topic("named");
+    let first_client = client(&standin.url()).await;
+    let mut first = first_client
+        .producer()
+        .with_topic(&topic)
+        .with_name("sidecar")
+        .build()
+        .await
+        .expect("first producer");
+    let impatient = pulsar::Pulsar::builder(standin.url(), pulsar::TokioExecutor)
+        .with_operation_retry_options(pulsar::OperationRetryOptions {
+            max_retries: Some(1),
+            ..operation_retry()
+        })
+        .with_connection_retry_options(connection_retry())
+        .build()
+        .await
+        .expect("client");
+    let busy = tokio::time::timeout(
+        DEADLINE,
+        impatient.producer().with_topic(&topic).with_name("sidecar").build(),
+    )
+    .await
+    .expect("outcome in time");
+    let error = busy.err().expect("same name refused");
+    assert!(format!("{error:?}").contains("ProducerBusy"), "{error:?}");
+
+    // once the first closes, the name is free
+    first.close().await.expect("close");
+    let mut second = tokio::time::timeout(
+        DEADLINE,
+        impatient.producer().with_topic(&topic).with_name("sidecar").build(),
+    )
+    .await
+    .expect("in time")
+    .expect("name free again");
+    second
+        .send_non_blocking(b"x".to_vec())
+        .await
+        .expect("queue")
+        .await
+        .expect("receipt");
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_exclusive_producer_keeps_others_off_the_topic() {
+    let standin = standin().await;
+    let topic = topic("exclusive-producer");
+    let client = client(&standin.url()).await;
+    let exclusive = pulsar::ProducerOptions {
+        access_mode: Some(ProducerAccessMode::Exclusive as i32),
+        ..Default::default()
+    };
+    let mut owner = client
+        .producer()
+        .with_topic(&topic)
+        .with_name("owner")
+        .with_options(exclusive.clone())
+        .build()
+        .await
+        .expect("exclusive producer");
+    let impatient = pulsar::Pulsar::builder(standin.url(), pulsar::TokioExecutor)
+        .with_operation_retry_options(pulsar::OperationRetryOptions {
+            max_retries: Some(1),
+            ..operation_retry()
+        })
+        .with_connection_retry_options(connection_retry())
+        .build()
+        .await
+        .expect("client");
+    let shared = tokio::time::timeout(DEADLINE, impatient.producer().with_topic(&topic).build())
+        .await
+        .expect("outcome in time");
+    let error = shared.err().expect("a shared producer is kept off");
+    assert!(format!("{error:?}").contains("ProducerBusy"), "{error:?}");
+    let rival = tokio::time::timeout(
+        DEADLINE,
+        impatient
+            .producer()
+            .with_topic(&topic)
+            .with_name("rival")
+            .with_options(exclusive)
+            .build(),
+    )
+    .await
+    .expect("outcome in time");
+    let error = rival.err().expect("a second exclusive producer is fenced");
+    assert!(format!("{error:?}").contains("ProducerFenced"), "{error:?}");
+
+    owner.close().await.expect("close");
+    tokio::time::timeout(DEADLINE, impatient.producer().with_topic(&topic).build())
+        .await
+        .expect("in time")
+        .expect("the topic is open again");
     standin.shutdown().await;
 }

@@ -8,9 +8,7 @@ mod pulsar_support;
 
 use std::time::Duration;
 
-use pulsar::compression::{
-    Compression, CompressionLz4, CompressionSnappy, CompressionZlib, CompressionZstd,
-};
+use pulsar::compression::{Compression, CompressionLz4, CompressionSnappy, CompressionZlib, CompressionZstd};
 use pulsar::proto::CompressionType;
 use pulsar::{ProducerOptions, SubType};
 use pulsar_support::*;
@@ -23,12 +21,7 @@ fn payload(i: usize) -> Vec<u8> {
     format!("row {i:04} {}", "abcdefgh".repeat(8)).into_bytes()
 }
 
-async fn roundtrip(
-    name: &str,
-    compression: Compression,
-    expected: CompressionType,
-    batching: bool,
-) {
+async fn roundtrip(name: &str, compression: Compression, expected: CompressionType, batching: bool) {
     let standin = standin().await;
     let client = client(&standin.url()).await;
     let topic = topic(name);
@@ -67,11 +60,7 @@ async fn roundtrip(
 
     // THEN every receipt names a stored entry, and entries are framed as configured
     let entries = standin.entries(&topic);
-    let expected_entries = if batching {
-        MESSAGES / BATCH as usize
-    } else {
-        MESSAGES
-    };
+    let expected_entries = if batching { MESSAGES / BATCH as usize } else { MESSAGES };
     assert_eq!(entries.len(), expected_entries, "entries stored");
     for entry in &entries {
         assert_eq!(entry.compression(), expected, "entry {}", entry.entry_id);
@@ -84,10 +73,7 @@ async fn roundtrip(
         assert_eq!(entry.metadata.producer_name, format!("{name}-producer"));
     }
     for receipt in &receipts {
-        let id = receipt
-            .message_id
-            .as_ref()
-            .expect("receipt has a message id");
+        let id = receipt.message_id.as_ref().expect("receipt has a message id");
         assert!((id.entry_id as usize) < entries.len());
     }
 
@@ -99,10 +85,7 @@ async fn roundtrip(
         assert_eq!(m.key.as_deref(), Some(format!("key-{}", i % 3).as_str()));
         assert_eq!(m.properties.get("row"), Some(&i.to_string()));
         assert_eq!(m.event_time, Some(1_000 + i as u64));
-        assert_eq!(
-            m.batch_index,
-            batching.then_some((i % BATCH as usize) as u32)
-        );
+        assert_eq!(m.batch_index, batching.then_some((i % BATCH as usize) as u32));
     }
     let stats = standin.stats(&topic);
     assert_eq!(stats.messages_received, MESSAGES as u64);
@@ -128,11 +111,7 @@ async fn roundtrip(
         }
     })
     .await;
-    assert!(
-        drained.is_ok(),
-        "backlog {:?}",
-        standin.backlog(&topic, "readback")
-    );
+    assert!(drained.is_ok(), "backlog {:?}", standin.backlog(&topic, "readback"));
 
     consumer.close().await.expect("close consumer");
     producer.close().await.expect("close producer");

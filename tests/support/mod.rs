@@ -51,6 +51,10 @@ impl Harness {
     /// Tracking on (retention 1 day), snapshot isolation allowed, and the sidecar login
     /// with SELECT and VIEW CHANGE TRACKING on `dbo`.
     pub async fn start() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .try_init();
         let engine = Engine::new();
         engine
             .execute(
@@ -73,10 +77,19 @@ impl Harness {
                 ),
             )
             .expect("prepare database");
-        let mssql = MssqlServer::start(Arc::new(engine.clone()), MssqlServerConfig::default()).await.expect("mssql stand-in");
-        let pulsar = PulsarStandin::start(PulsarStandinConfig::default()).await.expect("pulsar stand-in");
+        let mssql = MssqlServer::start(Arc::new(engine.clone()), MssqlServerConfig::default())
+            .await
+            .expect("mssql stand-in");
+        let pulsar = PulsarStandin::start(PulsarStandinConfig::default())
+            .await
+            .expect("pulsar stand-in");
         let redis = RedisServer::start().expect("redis-server (install the Debian package redis-server)");
-        Self { engine, mssql, pulsar, redis }
+        Self {
+            engine,
+            mssql,
+            pulsar,
+            redis,
+        }
     }
 
     /// Runs SQL as `sa` in `Shop`.
@@ -152,11 +165,11 @@ listen = "127.0.0.1:0"
         Sidecar { token, handle, metrics }
     }
 
-    /// Subscribes to every `cdc.*` channel; envelopes are decompressed and parsed.
+    /// Subscribes to every `cdc:*` channel; envelopes are decompressed and parsed.
     pub async fn subscribe(&self) -> Subscriber {
         let client = redis::Client::open(self.redis.url()).unwrap();
         let mut pubsub = client.get_async_pubsub().await.unwrap();
-        pubsub.psubscribe("cdc.*").await.unwrap();
+        pubsub.psubscribe("cdc:*").await.unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();
         let task = tokio::spawn(async move {
@@ -173,15 +186,23 @@ listen = "127.0.0.1:0"
 
     /// Decoded Pulsar messages on `topic`, as envelopes.
     pub fn pulsar_envelopes(&self, topic: &str) -> Vec<Value> {
-        self.pulsar.messages(topic).iter().map(|m| serde_json::from_slice(&m.payload).expect("envelope is JSON")).collect()
+        self.pulsar
+            .messages(topic)
+            .iter()
+            .map(|m| serde_json::from_slice(&m.payload).expect("envelope is JSON"))
+            .collect()
     }
 
     /// The stored checkpoint of `table`, read straight from Redis.
     pub async fn checkpoint(&self, table: &str) -> Option<i64> {
         let client = redis::Client::open(self.redis.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let v: Option<String> =
-            redis::cmd("HGET").arg(format!("cdc-sidecar:checkpoint:{DB}:{table}")).arg("version").query_async(&mut conn).await.unwrap();
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(format!("cdc-sidecar:checkpoint:{DB}:{table}"))
+            .arg("version")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         v.map(|v| v.parse().unwrap())
     }
 
@@ -194,9 +215,19 @@ listen = "127.0.0.1:0"
                     return v;
                 }
             }
-            assert!(start.elapsed() < DEADLINE, "timed out waiting for the checkpoint of {table}: {what}");
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for the checkpoint of {table}: {what}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Every key in Redis.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("KEYS").arg("*").query_async(&mut conn).await.unwrap()
     }
 
     pub fn current_version(&self) -> i64 {
@@ -211,7 +242,9 @@ pub fn decompress(payload: &[u8]) -> Vec<u8> {
         [b'{', ..] => return payload.to_vec(),
         [0x28, 0xB5, 0x2F, 0xFD, ..] => return zstd::decode_all(payload).unwrap(),
         [0x04, 0x22, 0x4D, 0x18, ..] => {
-            lz4_flex::frame::FrameDecoder::new(payload).read_to_end(&mut out).unwrap();
+            lz4_flex::frame::FrameDecoder::new(payload)
+                .read_to_end(&mut out)
+                .unwrap();
         }
         [0xFF, 0x06, ..] => {
             snap::read::FrameDecoder::new(payload).read_to_end(&mut out).unwrap();
@@ -235,7 +268,11 @@ impl Sidecar {
     /// Cancels (as SIGTERM does) and waits for a clean stop.
     pub async fn stop(self) {
         self.token.cancel();
-        tokio::time::timeout(DEADLINE, self.handle).await.expect("sidecar stops in time").unwrap().expect("clean stop");
+        tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .expect("sidecar stops in time")
+            .unwrap()
+            .expect("clean stop");
     }
 
     /// The value of a metric line in the exposition, e.g. `cdc_sidecar_probes_total{result="idle"}`.
@@ -259,7 +296,13 @@ pub struct Subscriber {
 impl Subscriber {
     /// Envelopes received on `channel`.
     pub fn on(&self, channel: &str) -> Vec<Value> {
-        self.received.lock().unwrap().iter().filter(|(c, _)| c == channel).map(|(_, v)| v.clone()).collect()
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _)| c == channel)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 }
 
@@ -271,7 +314,10 @@ impl Drop for Subscriber {
 
 /// Every change in `envelopes`, flattened, in order.
 pub fn changes(envelopes: &[Value]) -> Vec<Value> {
-    envelopes.iter().flat_map(|e| e["changes"].as_array().cloned().unwrap_or_default()).collect()
+    envelopes
+        .iter()
+        .flat_map(|e| e["changes"].as_array().cloned().unwrap_or_default())
+        .collect()
 }
 
 /// Envelopes of one kind.

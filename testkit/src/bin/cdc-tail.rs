@@ -16,7 +16,7 @@ struct Args {
     #[arg(long)]
     redis: Option<String>,
     /// Channel pattern.
-    #[arg(long, default_value = "cdc.*")]
+    #[arg(long, default_value = "cdc:*")]
     pattern: String,
     /// Pulsar URL.
     #[arg(long)]
@@ -70,7 +70,9 @@ fn summary(source: &str, wire_bytes: usize, json: &[u8]) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let redis = async {
-        let Some(url) = &args.redis else { return std::future::pending::<anyhow::Result<()>>().await };
+        let Some(url) = &args.redis else {
+            return std::future::pending::<anyhow::Result<()>>().await;
+        };
         let mut pubsub = redis::Client::open(url.as_str())?.get_async_pubsub().await?;
         pubsub.psubscribe(&args.pattern).await?;
         let mut stream = pubsub.into_on_message();
@@ -81,7 +83,9 @@ async fn main() -> anyhow::Result<()> {
         Ok(())
     };
     let pulsar = async {
-        let Some(url) = &args.pulsar else { return std::future::pending::<anyhow::Result<()>>().await };
+        let Some(url) = &args.pulsar else {
+            return std::future::pending::<anyhow::Result<()>>().await;
+        };
         if args.topics.is_empty() {
             return std::future::pending::<anyhow::Result<()>>().await;
         }

@@ -33,13 +33,18 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
     let engine = Engine::with_sa_password(&args.sa_password);
     if args.sample {
         sample::setup(&engine)?;
     }
-    let config = MssqlServerConfig { bind: SocketAddr::from(([127, 0, 0, 1], args.port)), ..Default::default() };
+    let config = MssqlServerConfig {
+        bind: SocketAddr::from(([127, 0, 0, 1], args.port)),
+        ..Default::default()
+    };
     let server = MssqlServer::start(Arc::new(engine.clone()), config).await?;
     println!("mssql-standin listening on {}", server.addr());
     let workload = async {

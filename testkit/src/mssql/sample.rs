@@ -19,11 +19,26 @@ pub const TABLES: [&str; 3] = ["[dbo].[Customers]", "[dbo].[Orders]", "[sales].[
 
 /// The migrations, in the order the README gives.
 pub const MIGRATIONS: [(&str, &str); 5] = [
-    ("sample/001_sample_schema.sql", include_str!("../../../migrations/sample/001_sample_schema.sql")),
-    ("001_enable_database_change_tracking.sql", include_str!("../../../migrations/001_enable_database_change_tracking.sql")),
-    ("002_allow_snapshot_isolation.sql", include_str!("../../../migrations/002_allow_snapshot_isolation.sql")),
-    ("003_enable_table_change_tracking.sql", include_str!("../../../migrations/003_enable_table_change_tracking.sql")),
-    ("004_sidecar_login.sql", include_str!("../../../migrations/004_sidecar_login.sql")),
+    (
+        "sample/001_sample_schema.sql",
+        include_str!("../../../migrations/sample/001_sample_schema.sql"),
+    ),
+    (
+        "001_enable_database_change_tracking.sql",
+        include_str!("../../../migrations/001_enable_database_change_tracking.sql"),
+    ),
+    (
+        "002_allow_snapshot_isolation.sql",
+        include_str!("../../../migrations/002_allow_snapshot_isolation.sql"),
+    ),
+    (
+        "003_enable_table_change_tracking.sql",
+        include_str!("../../../migrations/003_enable_table_change_tracking.sql"),
+    ),
+    (
+        "004_sidecar_login.sql",
+        include_str!("../../../migrations/004_sidecar_login.sql"),
+    ),
 ];
 
 /// A migration that failed, named.
@@ -38,8 +53,14 @@ pub struct MigrationError {
 /// Creates `Shop` (if missing) and applies every migration; safe to run twice.
 pub fn setup(engine: &Engine) -> Result<(), MigrationError> {
     let wrap = |file: &'static str| move |error| MigrationError { file, error };
-    let created = engine.execute("master", &format!("IF NOT EXISTS (SELECT 1 FROM sys.databases WHERE name = N'{DATABASE}') CREATE DATABASE [{DATABASE}]"));
-    created.map_err(|error| MigrationError { file: "(create database)", error: ScriptError::Sql { batch: 1, error } })?;
+    let created = engine.execute(
+        "master",
+        &format!("IF NOT EXISTS (SELECT 1 FROM sys.databases WHERE name = N'{DATABASE}') CREATE DATABASE [{DATABASE}]"),
+    );
+    created.map_err(|error| MigrationError {
+        file: "(create database)",
+        error: ScriptError::Sql { batch: 1, error },
+    })?;
     for (file, script) in MIGRATIONS {
         match file {
             "003_enable_table_change_tracking.sql" => {
@@ -66,7 +87,7 @@ pub fn workload_step(engine: &Engine, step: u64) -> Result<(), SqlError> {
     let order = step as i64 + 1;
     let customer = (step / 10) as i64 + 1;
     let mut sql = String::from("BEGIN TRANSACTION;\n");
-    if step % 10 == 0 {
+    if step.is_multiple_of(10) {
         sql.push_str(&format!(
             "INSERT INTO [dbo].[Customers] ([Id], [Name], [Email], [CreatedAt], [ExternalId]) VALUES \
              ({customer}, N'Customer {customer}', 'c{customer}@example.com', '2026-11-24 10:00:00.123', '{customer:08X}-0000-4000-8000-00C04FC964FF');\n"
@@ -84,10 +105,16 @@ pub fn workload_step(engine: &Engine, step: u64) -> Result<(), SqlError> {
         sku2 = (step + 7) % 50,
     ));
     if order > 3 {
-        sql.push_str(&format!("UPDATE [dbo].[Orders] SET [Paid] = 1, [Note] = N'paid' WHERE [Id] = {};\n", order - 3));
+        sql.push_str(&format!(
+            "UPDATE [dbo].[Orders] SET [Paid] = 1, [Note] = N'paid' WHERE [Id] = {};\n",
+            order - 3
+        ));
     }
     if step % 7 == 6 && order > 5 {
-        sql.push_str(&format!("DELETE FROM [sales].[OrderLines] WHERE [OrderId] = {} AND [LineNo] = 2;\n", order - 5));
+        sql.push_str(&format!(
+            "DELETE FROM [sales].[OrderLines] WHERE [OrderId] = {} AND [LineNo] = 2;\n",
+            order - 5
+        ));
     }
     sql.push_str("COMMIT TRANSACTION;");
     engine.execute(DATABASE, &sql).map(|_| ())

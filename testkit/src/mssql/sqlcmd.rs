@@ -64,10 +64,17 @@ pub fn batches(script: &str) -> Vec<String> {
 }
 
 /// Runs `script` in `database` as `sa`, batch by batch, stopping at the first error.
-pub fn run_script(engine: &Engine, database: &str, script: &str, vars: &HashMap<&str, &str>) -> Result<(), ScriptError> {
+pub fn run_script(
+    engine: &Engine,
+    database: &str,
+    script: &str,
+    vars: &HashMap<&str, &str>,
+) -> Result<(), ScriptError> {
     let script = substitute(script, vars)?;
     for (i, batch) in batches(&script).iter().enumerate() {
-        engine.execute(database, batch).map_err(|error| ScriptError::Sql { batch: i + 1, error })?;
+        engine
+            .execute(database, batch)
+            .map_err(|error| ScriptError::Sql { batch: i + 1, error })?;
     }
     Ok(())
 }

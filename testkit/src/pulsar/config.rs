@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// How the stand-in listens and behaves. `Default` listens on a free loopback port
 /// without authentication, which is what tests want.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PulsarStandinConfig {
     /// Address to listen on; port 0 picks a free port (see [`super::PulsarStandin::addr`]).
     pub bind: SocketAddr,
@@ -36,5 +36,35 @@ impl Default for PulsarStandinConfig {
             keep_alive: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// Prints everything but the token, so configs can be logged.
+impl std::fmt::Debug for PulsarStandinConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PulsarStandinConfig")
+            .field("bind", &self.bind)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("advertised_url", &self.advertised_url)
+            .field("max_message_size", &self.max_message_size)
+            .field("keep_alive", &self.keep_alive)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let config = PulsarStandinConfig {
+            token: Some("s3cret".into()),
+            ..Default::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("<redacted>"));
     }
 }

@@ -20,10 +20,10 @@ use pulsar::proto::{
     command_get_topics_of_namespace::Mode,
     command_lookup_topic_response, command_partitioned_topic_metadata_response,
     command_subscribe::{InitialPosition, SubType},
-    BaseCommand, CommandAckResponse, CommandConnected, CommandError,
-    CommandGetLastMessageIdResponse, CommandGetSchemaResponse, CommandGetTopicsOfNamespaceResponse,
-    CommandLookupTopicResponse, CommandPartitionedTopicMetadataResponse, CommandPing, CommandPong,
-    CommandProducerSuccess, CommandSendError, CommandSendReceipt, CommandSuccess, ServerError,
+    BaseCommand, CommandAckResponse, CommandConnected, CommandError, CommandGetLastMessageIdResponse,
+    CommandGetSchemaResponse, CommandGetTopicsOfNamespaceResponse, CommandLookupTopicResponse,
+    CommandPartitionedTopicMetadataResponse, CommandPing, CommandPong, CommandProducerSuccess, CommandSendError,
+    CommandSendReceipt, CommandSuccess, ProducerAccessMode, ServerError,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -31,7 +31,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::broker::{Broker, Refusal, SubscribeRequest};
+use super::broker::{Broker, ProducerRequest, Refusal, SubscribeRequest};
 use super::config::PulsarStandinConfig;
 use super::frame::{FrameCodec, FrameError, InFrame, OutFrame};
 use super::subscription::ConsumerHandle;
@@ -72,10 +72,7 @@ pub(crate) struct ConnectionContext {
 
 /// Serves one accepted socket until the client leaves, the protocol is violated,
 /// or `ctx.cancel` fires.
-pub(crate) async fn serve(
-    stream: TcpStream,
-    ctx: ConnectionContext,
-) -> Result<(), ConnectionError> {
+pub(crate) async fn serve(stream: TcpStream, ctx: ConnectionContext) -> Result<(), ConnectionError> {
     let local = stream.local_addr()?;
     let _ = stream.set_nodelay(true);
     let codec = FrameCodec::new(ctx.config.max_message_size + FRAME_OVERHEAD);
@@ -148,17 +145,13 @@ async fn handshake(
             return Ok(false);
         }
     }
-    let version = connect
-        .protocol_version
-        .unwrap_or(0)
-        .min(MAX_PROTOCOL_VERSION);
+    let version = connect.protocol_version.unwrap_or(0).min(MAX_PROTOCOL_VERSION);
     debug!(client = %connect.client_version, version, "client connected");
     framed
         .send(OutFrame::command(BaseCommand {
             r#type: Type::Connected as i32,
             connected: Some(CommandConnected {
-                server_version: concat!("testkit-pulsar-standin-", env!("CARGO_PKG_VERSION"))
-                    .into(),
+                server_version: concat!("testkit-pulsar-standin-", env!("CARGO_PKG_VERSION")).into(),
                 protocol_version: Some(version),
                 max_message_size: Some(config.max_message_size as i32),
             }),
@@ -169,11 +162,7 @@ async fn handshake(
 }
 
 /// Writes queued frames, flushing when the queue runs dry.
-async fn write_loop(
-    mut sink: Sink,
-    mut rx: UnboundedReceiver<OutFrame>,
-    closing: CancellationToken,
-) {
+async fn write_loop(mut sink: Sink, mut rx: UnboundedReceiver<OutFrame>, closing: CancellationToken) {
     let write = async {
         while let Some(frame) = rx.recv().await {
             sink.feed(frame).await?;
@@ -270,13 +259,12 @@ impl Session {
         let _ = self.out.send(frame);
     }
 
-    async fn run(
-        &mut self,
-        mut source: Source,
-        ctx: &ConnectionContext,
-    ) -> Result<(), ConnectionError> {
+    async fn run(&mut self, mut source: Source, ctx: &ConnectionContext) -> Result<(), ConnectionError> {
         let period = ctx.config.keep_alive;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // a late tick must not be followed by an immediate one, or a slow test machine
+        // would look like a silent client
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // As a broker does: ping every period, and close if the previous ping got no
         // answer (any frame counts as one).
         let mut awaiting_pong = false;
@@ -311,10 +299,7 @@ impl Session {
     }
 
     fn handle(&mut self, frame: InFrame) -> Step {
-        let InFrame {
-            command: c,
-            payload,
-        } = frame;
+        let InFrame { command: c, payload } = frame;
         if c.ping.is_some() {
             self.send(OutFrame::command(BaseCommand {
                 r#type: Type::Pong as i32,
@@ -329,16 +314,12 @@ impl Session {
                 Ok(topic) => CommandPartitionedTopicMetadataResponse {
                     partitions: Some(self.broker.partitions(&topic)),
                     request_id: p.request_id,
-                    response: Some(
-                        command_partitioned_topic_metadata_response::LookupType::Success as i32,
-                    ),
+                    response: Some(command_partitioned_topic_metadata_response::LookupType::Success as i32),
                     ..Default::default()
                 },
                 Err(e) => CommandPartitionedTopicMetadataResponse {
                     request_id: p.request_id,
-                    response: Some(
-                        command_partitioned_topic_metadata_response::LookupType::Failed as i32,
-                    ),
+                    response: Some(command_partitioned_topic_metadata_response::LookupType::Failed as i32),
                     error: Some(ServerError::InvalidTopicName as i32),
                     message: Some(e.to_string()),
                     ..Default::default()
@@ -374,24 +355,32 @@ impl Session {
                 ..Default::default()
             }));
         } else if let Some(p) = c.producer {
-            let result = TopicName::parse(&p.topic)
-                .map_err(invalid_topic)
-                .and_then(|topic| match self.producers.get(&p.producer_id) {
-                    // a retried PRODUCER for a producer that exists: same answer
-                    Some(existing) if existing.topic == topic => Ok(existing.name.clone()),
-                    _ => {
-                        let name = self.broker.add_producer(&topic, p.producer_name.clone())?;
-                        info!(connection = self.id, %topic, producer = %name, "producer created");
-                        self.producers.insert(
-                            p.producer_id,
-                            Producer {
-                                topic,
-                                name: name.clone(),
-                            },
-                        );
-                        Ok(name)
-                    }
-                });
+            let result = TopicName::parse(&p.topic).map_err(invalid_topic).and_then(|topic| {
+                // a retried or re-created producer replaces its earlier registration
+                if let Some(old) = self.producers.remove(&p.producer_id) {
+                    self.broker.remove_producer(&old.topic, self.id, p.producer_id);
+                }
+                let name = self.broker.add_producer(ProducerRequest {
+                    topic: topic.clone(),
+                    name: p.producer_name.clone(),
+                    // WaitForExclusive and ExclusiveWithFencing are served as Exclusive
+                    exclusive: p
+                        .producer_access_mode
+                        .is_some_and(|m| m != ProducerAccessMode::Shared as i32),
+                    connection: self.id,
+                    producer_id: p.producer_id,
+                    out: self.out.clone(),
+                })?;
+                info!(connection = self.id, %topic, producer = %name, "producer created");
+                self.producers.insert(
+                    p.producer_id,
+                    Producer {
+                        topic,
+                        name: name.clone(),
+                    },
+                );
+                Ok(name)
+            });
             self.send(match result {
                 Ok(producer_name) => OutFrame::command(BaseCommand {
                     r#type: Type::ProducerSuccess as i32,
@@ -410,7 +399,10 @@ impl Session {
                 }
             });
         } else if let Some(cp) = c.close_producer {
-            self.producers.remove(&cp.producer_id);
+            if let Some(producer) = self.producers.remove(&cp.producer_id) {
+                info!(connection = self.id, topic = %producer.topic, producer = %producer.name, "producer closed");
+                self.broker.remove_producer(&producer.topic, self.id, cp.producer_id);
+            }
             self.send(success_frame(cp.request_id));
         } else if let Some(s) = c.subscribe {
             let request_id = s.request_id;
@@ -421,8 +413,7 @@ impl Session {
             });
         } else if let Some(f) = c.flow {
             if let Some((topic, sub)) = self.consumers.get(&f.consumer_id) {
-                self.broker
-                    .flow(topic, sub, self.id, f.consumer_id, f.message_permits);
+                self.broker.flow(topic, sub, self.id, f.consumer_id, f.message_permits);
             }
         } else if let Some(a) = c.ack {
             if let Some((topic, sub)) = self.consumers.get(&a.consumer_id) {
@@ -447,8 +438,7 @@ impl Session {
             }
         } else if let Some(cc) = c.close_consumer {
             if let Some((topic, sub)) = self.consumers.remove(&cc.consumer_id) {
-                self.broker
-                    .close_consumer(&topic, &sub, self.id, cc.consumer_id);
+                self.broker.close_consumer(&topic, &sub, self.id, cc.consumer_id);
             }
             self.send(success_frame(cc.request_id));
         } else if let Some(u) = c.unsubscribe {
@@ -481,15 +471,10 @@ impl Session {
                 ),
             });
         } else if let Some(g) = c.get_topics_of_namespace {
-            let mode = g
-                .mode
-                .and_then(|m| Mode::try_from(m).ok())
-                .unwrap_or(Mode::Persistent);
-            let topics = self.broker.topics_in_namespace(
-                &g.namespace,
-                mode != Mode::NonPersistent,
-                mode != Mode::Persistent,
-            );
+            let mode = g.mode.and_then(|m| Mode::try_from(m).ok()).unwrap_or(Mode::Persistent);
+            let topics =
+                self.broker
+                    .topics_in_namespace(&g.namespace, mode != Mode::NonPersistent, mode != Mode::Persistent);
             self.send(OutFrame::command(BaseCommand {
                 r#type: Type::GetTopicsOfNamespaceResponse as i32,
                 get_topics_of_namespace_response: Some(CommandGetTopicsOfNamespaceResponse {
@@ -514,9 +499,7 @@ impl Session {
                 ..Default::default()
             }));
         } else if let Some(request_id) = unsupported_request_id(&c) {
-            let kind = Type::try_from(c.r#type)
-                .map(|t| t.as_str_name())
-                .unwrap_or("unknown");
+            let kind = Type::try_from(c.r#type).map(|t| t.as_str_name()).unwrap_or("unknown");
             warn!(
                 connection = self.id,
                 command = kind,
@@ -530,11 +513,7 @@ impl Session {
                 },
             ));
         } else {
-            warn!(
-                connection = self.id,
-                r#type = c.r#type,
-                "unexpected command"
-            );
+            warn!(connection = self.id, r#type = c.r#type, "unexpected command");
             return Step::Close("unexpected command");
         }
         Step::Continue
@@ -547,11 +526,6 @@ impl Session {
                 error: ServerError::NotAllowedError,
                 message: "empty subscription name".into(),
             });
-        }
-        if let Some((existing, sub)) = self.consumers.get(&s.consumer_id) {
-            if *existing == topic && *sub == s.subscription {
-                return Ok(()); // a retried SUBSCRIBE for a consumer that exists
-            }
         }
         let sub_type = SubType::try_from(s.sub_type).unwrap_or(SubType::Exclusive);
         let initial_position = s
@@ -575,16 +549,11 @@ impl Session {
             },
         })?;
         info!(connection = self.id, %topic, subscription = %s.subscription, ?sub_type, "consumer subscribed");
-        self.consumers
-            .insert(s.consumer_id, (topic, s.subscription));
+        self.consumers.insert(s.consumer_id, (topic, s.subscription));
         Ok(())
     }
 
-    fn on_send(
-        &mut self,
-        send: pulsar::proto::CommandSend,
-        payload: Option<super::frame::InPayload>,
-    ) -> Step {
+    fn on_send(&mut self, send: pulsar::proto::CommandSend, payload: Option<super::frame::InPayload>) -> Step {
         let Some(producer) = self.producers.get(&send.producer_id) else {
             // a broker closes the connection on a SEND for a producer it does not know
             return Step::Close("SEND for an unknown producer");
@@ -595,6 +564,7 @@ impl Session {
         let result = if payload.checksum_ok {
             self.broker.publish(
                 &producer.topic,
+                (self.id, send.producer_id),
                 payload.metadata,
                 payload.metadata_bytes,
                 payload.data,

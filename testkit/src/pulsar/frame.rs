@@ -75,10 +75,7 @@ pub(crate) struct OutPayload {
 impl OutFrame {
     /// A frame without payload.
     pub fn command(command: BaseCommand) -> Self {
-        OutFrame {
-            command,
-            payload: None,
-        }
+        OutFrame { command, payload: None }
     }
 }
 
@@ -110,9 +107,7 @@ impl Decoder for FrameCodec {
             });
         }
         if total < 4 {
-            return Err(FrameError::Malformed(
-                "total size smaller than command size",
-            ));
+            return Err(FrameError::Malformed("total size smaller than command size"));
         }
         if src.len() < 4 + total {
             src.reserve(4 + total - src.len());
@@ -126,10 +121,7 @@ impl Decoder for FrameCodec {
         }
         let command = BaseCommand::decode(frame.split_to(command_size))?;
         if frame.is_empty() {
-            return Ok(Some(InFrame {
-                command,
-                payload: None,
-            }));
+            return Ok(Some(InFrame { command, payload: None }));
         }
         if frame.len() < 10 {
             return Err(FrameError::Malformed("payload section too short"));
@@ -260,9 +252,7 @@ mod tests {
             }),
         };
         let mut written = BytesMut::new();
-        FrameCodec::new(1 << 20)
-            .encode(out, &mut written)
-            .expect("encode");
+        FrameCodec::new(1 << 20).encode(out, &mut written).expect("encode");
         let back = Decoder::decode(&mut Codec, &mut written)
             .expect("client decode")
             .expect("frame");

@@ -140,10 +140,7 @@ impl StoredEntry {
             publish_time: md.publish_time,
         };
         let Some(count) = md.num_messages_in_batch else {
-            return Ok(vec![StoredMessage {
-                payload: data,
-                ..base
-            }]);
+            return Ok(vec![StoredMessage { payload: data, ..base }]);
         };
         let batch_error = |reason: String| PayloadError::Batch {
             entry_id: self.entry_id,
@@ -172,15 +169,9 @@ impl StoredEntry {
                 payload,
                 key: single.partition_key,
                 ordering_key: single.ordering_key,
-                properties: single
-                    .properties
-                    .into_iter()
-                    .map(|kv| (kv.key, kv.value))
-                    .collect(),
+                properties: single.properties.into_iter().map(|kv| (kv.key, kv.value)).collect(),
                 event_time: single.event_time,
-                sequence_id: single
-                    .sequence_id
-                    .unwrap_or(md.sequence_id + u64::from(index)),
+                sequence_id: single.sequence_id.unwrap_or(md.sequence_id + u64::from(index)),
                 ..base.clone()
             });
         }
@@ -217,17 +208,10 @@ impl StoredEntry {
         let kind = match self.metadata.compression {
             None => CompressionType::None,
             Some(raw) => {
-                CompressionType::try_from(raw).map_err(|_| PayloadError::UnknownCompression {
-                    entry_id,
-                    kind: raw,
-                })?
+                CompressionType::try_from(raw).map_err(|_| PayloadError::UnknownCompression { entry_id, kind: raw })?
             }
         };
-        let failed = |source| PayloadError::Decompress {
-            entry_id,
-            kind,
-            source,
-        };
+        let failed = |source| PayloadError::Decompress { entry_id, kind, source };
         let data = &self.payload[..];
         let out = match kind {
             CompressionType::None => return Ok(data.to_vec()),
@@ -238,8 +222,7 @@ impl StoredEntry {
                     .metadata
                     .uncompressed_size
                     .ok_or(PayloadError::MissingUncompressedSize { entry_id })?;
-                lz4_flex::block::decompress(data, size as usize)
-                    .map_err(|e| failed(std::io::Error::other(e)))?
+                lz4_flex::block::decompress(data, size as usize).map_err(|e| failed(std::io::Error::other(e)))?
             }
             CompressionType::Zlib => {
                 let mut out = Vec::new();

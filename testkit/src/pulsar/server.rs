@@ -141,10 +141,7 @@ impl PulsarStandin {
     /// would; otherwise topics are created non-partitioned on first use.
     pub fn create_partitioned_topic(&self, topic: &str, partitions: u32) {
         match TopicName::parse(topic) {
-            Ok(name) => self
-                .shared
-                .broker
-                .create_partitioned_topic(&name, partitions),
+            Ok(name) => self.shared.broker.create_partitioned_topic(&name, partitions),
             Err(e) => warn!(error = %e, "partitioned topic not created"),
         }
     }
@@ -264,9 +261,7 @@ impl PulsarStandin {
     /// Answers PRODUCER with ServiceNotReady for `d`; clients retry after their
     /// operation retry delay.
     pub fn refuse_producers_for(&self, d: Duration) {
-        self.shared
-            .broker
-            .refuse_producers_until(Instant::now() + d);
+        self.shared.broker.refuse_producers_until(Instant::now() + d);
     }
 
     /// Answers the next `n` SENDs with SEND_ERROR(PersistenceError), without storing
@@ -287,6 +282,20 @@ impl PulsarStandin {
     /// a timeout for messages that were in fact stored.
     pub fn hold_receipts_for(&self, d: Duration) {
         self.shared.broker.hold_receipts_until(Instant::now() + d);
+    }
+
+    /// Closes every producer and consumer of `topic` (all its partitions) with
+    /// CLOSE_PRODUCER / CLOSE_CONSUMER, as a broker unloading the topic does; the
+    /// `pulsar` client re-creates them and resends what had no receipt. Not one of
+    /// the faults the stand-in was asked for, but the one a broker causes most often.
+    pub fn unload_topic(&self, topic: &str) {
+        match TopicName::parse(topic) {
+            Ok(name) => {
+                warn!(topic = %name, "unloading topic (injected fault)");
+                self.shared.broker.unload(&name);
+            }
+            Err(e) => warn!(error = %e, "topic not unloaded"),
+        }
     }
 
     /// Stops listening and drops every connection: clients get "connection refused"

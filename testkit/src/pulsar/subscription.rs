@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use pulsar::proto::{
-    base_command::Type, command_subscribe::SubType, BaseCommand, CommandActiveConsumerChange,
+    base_command::Type, command_subscribe::SubType, BaseCommand, CommandActiveConsumerChange, CommandCloseConsumer,
     CommandMessage, MessageIdData,
 };
 use tokio::sync::mpsc::UnboundedSender;
@@ -104,10 +104,12 @@ impl Subscription {
         }
     }
 
+    /// Whether the subscription outlives its consumers (false for readers).
     pub fn durable(&self) -> bool {
         self.durable
     }
 
+    /// Whether any consumer is attached.
     pub fn has_consumers(&self) -> bool {
         !self.consumers.is_empty()
     }
@@ -122,11 +124,11 @@ impl Subscription {
         entries.saturating_sub(self.mark_delete) - acked_above
     }
 
-    pub fn add_consumer(
-        &mut self,
-        consumer: ConsumerHandle,
-        sub_type: SubType,
-    ) -> Result<(), JoinError> {
+    /// Attaches a consumer; the first one of an empty subscription sets its type.
+    pub fn add_consumer(&mut self, consumer: ConsumerHandle, sub_type: SubType) -> Result<(), JoinError> {
+        if self.consumers.iter().any(|c| c.key() == consumer.key()) {
+            return Ok(()); // a retried SUBSCRIBE for a consumer already attached
+        }
         if self.consumers.is_empty() {
             self.sub_type = sub_type;
         } else if self.sub_type != sub_type {
@@ -146,14 +148,36 @@ impl Subscription {
     /// Removes a consumer and puts what it held back for redelivery.
     pub fn remove_consumer(&mut self, connection: u64, consumer_id: u64) -> bool {
         let before = self.consumers.len();
-        self.consumers
-            .retain(|c| c.key() != (connection, consumer_id));
+        self.consumers.retain(|c| c.key() != (connection, consumer_id));
         if self.consumers.len() == before {
             return false;
         }
         self.requeue(|owner| owner == (connection, consumer_id));
         self.update_active();
         true
+    }
+
+    /// Closes every consumer with CLOSE_CONSUMER (a topic unload); what they held is
+    /// redelivered when they come back.
+    pub fn close_all_consumers(&mut self) {
+        let consumers: Vec<(u64, u64)> = self.consumers.iter().map(|c| c.key()).collect();
+        for c in &self.consumers {
+            c.send(
+                BaseCommand {
+                    r#type: Type::CloseConsumer as i32,
+                    close_consumer: Some(CommandCloseConsumer {
+                        consumer_id: c.consumer_id,
+                        // -1 on the wire: not an answer to a client request
+                        request_id: u64::MAX,
+                    }),
+                    ..Default::default()
+                },
+                None,
+            );
+        }
+        for (connection, consumer_id) in consumers {
+            self.remove_consumer(connection, consumer_id);
+        }
     }
 
     /// Removes every consumer of a closed connection.
@@ -169,12 +193,9 @@ impl Subscription {
         }
     }
 
+    /// Adds permits granted by FLOW.
     pub fn flow(&mut self, connection: u64, consumer_id: u64, permits: u32) {
-        if let Some(c) = self
-            .consumers
-            .iter_mut()
-            .find(|c| c.key() == (connection, consumer_id))
-        {
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.key() == (connection, consumer_id)) {
             c.permits += i64::from(permits);
         }
     }
@@ -282,8 +303,7 @@ impl Subscription {
         }
         let mut order: Vec<&ConsumerHandle> = self.consumers.iter().collect();
         order.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
-        let active =
-            (!order.is_empty()).then(|| order[self.partition.max(0) as usize % order.len()].key());
+        let active = (!order.is_empty()).then(|| order[self.partition.max(0) as usize % order.len()].key());
         if active == self.active {
             return;
         }
@@ -395,5 +415,128 @@ impl Subscription {
             self.read_position += 1;
         }
         (self.read_position < len).then_some((self.read_position, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use pulsar::proto::MessageMetadata;
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    fn entries(batches: &[Option<i32>]) -> Vec<Arc<StoredEntry>> {
+        batches
+            .iter()
+            .enumerate()
+            .map(|(i, batch)| {
+                Arc::new(StoredEntry {
+                    topic: "persistent://public/default/t".into(),
+                    ledger_id: 1,
+                    entry_id: i as u64,
+                    partition: -1,
+                    metadata: MessageMetadata {
+                        num_messages_in_batch: *batch,
+                        ..Default::default()
+                    },
+                    metadata_bytes: Bytes::new(),
+                    payload: Bytes::new(),
+                })
+            })
+            .collect()
+    }
+
+    fn consumer(id: u64, permits: i64) -> (ConsumerHandle, UnboundedReceiver<OutFrame>) {
+        let (out, rx) = unbounded_channel();
+        let handle = ConsumerHandle {
+            connection: 1,
+            consumer_id: id,
+            name: format!("c{id}"),
+            priority: 0,
+            permits,
+            out,
+        };
+        (handle, rx)
+    }
+
+    fn delivered(rx: &mut UnboundedReceiver<OutFrame>) -> Vec<(u64, u32)> {
+        let mut ids = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            if let Some(m) = frame.command.message {
+                ids.push((m.message_id.entry_id, m.redelivery_count.unwrap_or(0)));
+            }
+        }
+        ids
+    }
+
+    fn id(entry_id: u64, batch_index: Option<i32>) -> MessageIdData {
+        MessageIdData {
+            ledger_id: 1,
+            entry_id,
+            batch_index,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dispatch_stops_when_permits_run_out_and_resumes_with_flow() {
+        let entries = entries(&[None, Some(3), None]);
+        let mut sub = Subscription::new("s", SubType::Exclusive, true, -1, 0);
+        let (c, mut rx) = consumer(1, 2);
+        sub.add_consumer(c, SubType::Exclusive).unwrap();
+        // one message, then a batch of three drives the permits negative
+        assert_eq!(sub.dispatch(&entries), 2);
+        assert_eq!(delivered(&mut rx), [(0, 0), (1, 0)]);
+        sub.flow(1, 1, 1);
+        assert_eq!(sub.dispatch(&entries), 0, "still owes two permits");
+        sub.flow(1, 1, 5);
+        assert_eq!(sub.dispatch(&entries), 1);
+        assert_eq!(delivered(&mut rx), [(2, 0)]);
+    }
+
+    #[test]
+    fn a_batch_is_acknowledged_when_every_index_is() {
+        let entries = entries(&[Some(3), None]);
+        let mut sub = Subscription::new("s", SubType::Shared, true, -1, 0);
+        let (c, _rx) = consumer(1, 100);
+        sub.add_consumer(c, SubType::Shared).unwrap();
+        sub.dispatch(&entries);
+        sub.ack(&[id(0, Some(0)), id(0, Some(2))], false, &entries);
+        assert_eq!(sub.backlog(2), 2);
+        sub.ack(&[id(1, None)], false, &entries);
+        assert_eq!(sub.backlog(2), 1);
+        sub.ack(&[id(0, Some(1))], false, &entries);
+        assert_eq!(sub.backlog(2), 0);
+    }
+
+    #[test]
+    fn closing_a_consumer_redelivers_what_it_held_to_the_next() {
+        let entries = entries(&[None, None, None]);
+        let mut sub = Subscription::new("s", SubType::Failover, true, -1, 0);
+        let (a, mut rx_a) = consumer(1, 100);
+        let (b, mut rx_b) = consumer(2, 100);
+        sub.add_consumer(a, SubType::Failover).unwrap();
+        sub.add_consumer(b, SubType::Failover).unwrap();
+        sub.dispatch(&entries);
+        assert_eq!(delivered(&mut rx_a), [(0, 0), (1, 0), (2, 0)]);
+        assert_eq!(delivered(&mut rx_b), []);
+        sub.ack(&[id(0, None)], true, &entries);
+        assert!(sub.remove_consumer(1, 1));
+        sub.dispatch(&entries);
+        assert_eq!(delivered(&mut rx_b), [(1, 1), (2, 1)]);
+    }
+
+    #[test]
+    fn exclusive_and_type_mismatch_are_refused() {
+        let mut sub = Subscription::new("s", SubType::Exclusive, true, -1, 0);
+        sub.add_consumer(consumer(1, 0).0, SubType::Exclusive).unwrap();
+        assert!(matches!(
+            sub.add_consumer(consumer(2, 0).0, SubType::Exclusive),
+            Err(JoinError::ExclusiveTaken(_))
+        ));
+        assert!(matches!(
+            sub.add_consumer(consumer(3, 0).0, SubType::Shared),
+            Err(JoinError::TypeMismatch { .. })
+        ));
     }
 }

@@ -40,11 +40,7 @@ impl TopicName {
                 match parts.len() {
                     1 => ("persistent", format!("public/default/{name}")),
                     3 => ("persistent", name.to_string()),
-                    _ => {
-                        return Err(invalid(
-                            "a short name is either `topic` or `tenant/namespace/topic`",
-                        ))
-                    }
+                    _ => return Err(invalid("a short name is either `topic` or `tenant/namespace/topic`")),
                 }
             }
         };
@@ -52,9 +48,7 @@ impl TopicName {
             return Err(invalid("the domain must be persistent or non-persistent"));
         }
         let mut parts = rest.splitn(3, '/');
-        let (Some(tenant), Some(namespace), Some(local)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(tenant), Some(namespace), Some(local)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(invalid("expected tenant/namespace/topic after the domain"));
         };
         if tenant.is_empty() || namespace.is_empty() || local.is_empty() {
@@ -147,10 +141,7 @@ mod tests {
         assert_eq!(p.partition(), Some(3));
         assert_eq!(p.base().as_str(), "persistent://public/default/orders");
         assert_eq!(p.base().partition_name(3), p);
-        assert_eq!(
-            TopicName::parse("orders-partition-x").unwrap().partition(),
-            None
-        );
+        assert_eq!(TopicName::parse("orders-partition-x").unwrap().partition(), None);
     }
 
     #[test]

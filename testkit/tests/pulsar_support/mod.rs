@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use pulsar::consumer::{InitialPosition, Message};
 use pulsar::{
-    Authentication, ConnectionRetryOptions, Consumer, ConsumerOptions, OperationRetryOptions,
-    Pulsar, SubType, TokioExecutor,
+    Authentication, ConnectionRetryOptions, Consumer, ConsumerOptions, OperationRetryOptions, Pulsar, SubType,
+    TokioExecutor,
 };
 use testkit::pulsar::{PulsarStandin, PulsarStandinConfig};
 
@@ -55,10 +55,7 @@ pub async fn client(url: &str) -> Pulsar<TokioExecutor> {
     client_with(url, None).await.expect("client connects")
 }
 
-pub async fn client_with(
-    url: &str,
-    token: Option<&str>,
-) -> Result<Pulsar<TokioExecutor>, pulsar::Error> {
+pub async fn client_with(url: &str, token: Option<&str>) -> Result<Pulsar<TokioExecutor>, pulsar::Error> {
     let mut builder = Pulsar::builder(url, TokioExecutor)
         .with_operation_retry_options(operation_retry())
         .with_connection_retry_options(connection_retry());
@@ -99,11 +96,7 @@ pub async fn consumer(
 
 /// Reads `n` messages (acknowledging each when `ack`), failing the test if they do
 /// not all arrive within [`DEADLINE`].
-pub async fn read(
-    consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
-    n: usize,
-    ack: bool,
-) -> Vec<Message<Vec<u8>>> {
+pub async fn read(consumer: &mut Consumer<Vec<u8>, TokioExecutor>, n: usize, ack: bool) -> Vec<Message<Vec<u8>>> {
     let mut got = Vec::with_capacity(n);
     let reading = async {
         while got.len() < n {
@@ -127,10 +120,7 @@ pub async fn read(
 /// Asserts nothing more arrives within `wait`.
 pub async fn assert_quiet(consumer: &mut Consumer<Vec<u8>, TokioExecutor>, wait: Duration) {
     if let Ok(Some(extra)) = tokio::time::timeout(wait, consumer.next()).await {
-        panic!(
-            "unexpected extra message: {:?}",
-            extra.map(|m| m.payload.data)
-        );
+        panic!("unexpected extra message: {:?}", extra.map(|m| m.payload.data));
     }
 }
 

@@ -1,0 +1,398 @@
+//! The catalog views the sidecar reads (`sys.databases`, `sys.tables`, `sys.columns`,
+//! `sys.types`, `sys.indexes`, `sys.index_columns`, `sys.change_tracking_*`,
+//! principals…), materialized from the state with SQL Server's column names, types
+//! and nullability. Rows of objects the principal may not see are left out.
+
+use chrono::{DateTime, NaiveDateTime};
+
+use super::catalog::Database;
+use super::datatype::{self, SYSNAME};
+use super::env::Env;
+use super::security;
+use crate::mssql::types::{SqlType, Value};
+
+/// A materialized catalog view.
+pub struct View {
+    pub columns: Vec<(&'static str, SqlType, bool)>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.into())
+}
+
+fn i(v: i64) -> Value {
+    Value::Int(v)
+}
+
+fn b(v: bool) -> Value {
+    Value::Bit(v)
+}
+
+fn time(ms: u64) -> Value {
+    let dt = DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(0))
+        .map(|d| d.naive_utc())
+        .unwrap_or(NaiveDateTime::MIN);
+    Value::DateTime(dt)
+}
+
+const NV60: SqlType = SqlType::NVarChar(Some(60));
+
+/// The view `sys.<name>` as seen from `db`, or `None` for an unknown view.
+pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
+    let name = name.to_lowercase();
+    Some(match name.as_str() {
+        "databases" => View {
+            columns: vec![
+                ("name", SYSNAME, false),
+                ("database_id", SqlType::Int, false),
+                ("create_date", SqlType::DateTime, false),
+                ("compatibility_level", SqlType::TinyInt, false),
+                ("collation_name", SYSNAME, true),
+                ("state", SqlType::TinyInt, true),
+                ("state_desc", NV60, true),
+                ("snapshot_isolation_state", SqlType::TinyInt, true),
+                ("snapshot_isolation_state_desc", NV60, true),
+                ("is_read_committed_snapshot_on", SqlType::Bit, true),
+            ],
+            rows: env
+                .state
+                .databases
+                .values()
+                .filter(|d| env.sysadmin || d.user_for_login(env.login).is_some() || d.name == "master")
+                .map(|d| {
+                    vec![
+                        s(&d.name),
+                        i(d.database_id),
+                        time(d.created_ms),
+                        i(160),
+                        s("SQL_Latin1_General_CP1_CI_AS"),
+                        i(0),
+                        s("ONLINE"),
+                        i(i64::from(d.snapshot_isolation)),
+                        s(if d.snapshot_isolation { "ON" } else { "OFF" }),
+                        b(d.read_committed_snapshot),
+                    ]
+                })
+                .collect(),
+        },
+        "change_tracking_databases" => View {
+            columns: vec![
+                ("database_id", SqlType::Int, false),
+                ("is_auto_cleanup_on", SqlType::Bit, true),
+                ("retention_period", SqlType::Int, true),
+                ("retention_period_units_desc", NV60, true),
+                ("retention_period_units", SqlType::TinyInt, true),
+                ("max_cleanup_version", SqlType::BigInt, true),
+            ],
+            rows: env
+                .state
+                .databases
+                .values()
+                .filter_map(|d| {
+                    let t = d.tracking.as_ref()?;
+                    let max_cleanup = d
+                        .tables
+                        .values()
+                        .filter_map(|t| t.tracking.as_ref().map(|x| x.cleanup_version))
+                        .max()
+                        .unwrap_or(0);
+                    Some(vec![
+                        i(d.database_id),
+                        b(t.auto_cleanup),
+                        i(t.retention),
+                        s(t.units_desc()),
+                        i(i64::from(t.retention_units)),
+                        i(max_cleanup),
+                    ])
+                })
+                .collect(),
+        },
+        "change_tracking_tables" => View {
+            columns: vec![
+                ("object_id", SqlType::Int, false),
+                ("is_track_columns_updated_on", SqlType::Bit, false),
+                ("min_valid_version", SqlType::BigInt, true),
+                ("begin_version", SqlType::BigInt, true),
+                ("cleanup_version", SqlType::BigInt, true),
+            ],
+            rows: db
+                .tables
+                .values()
+                .filter(|t| security::can_see_table(env, db, t))
+                .filter_map(|t| {
+                    let tr = t.tracking.as_ref()?;
+                    Some(vec![
+                        i(t.object_id),
+                        b(tr.track_columns_updated),
+                        i(tr.min_valid_version()),
+                        i(tr.begin_version),
+                        i(tr.cleanup_version),
+                    ])
+                })
+                .collect(),
+        },
+        "tables" | "objects" => View {
+            columns: vec![
+                ("name", SYSNAME, false),
+                ("object_id", SqlType::Int, false),
+                ("principal_id", SqlType::Int, true),
+                ("schema_id", SqlType::Int, false),
+                ("parent_object_id", SqlType::Int, false),
+                ("type", SqlType::Char(2), true),
+                ("type_desc", NV60, true),
+                ("create_date", SqlType::DateTime, false),
+                ("modify_date", SqlType::DateTime, false),
+                ("is_ms_shipped", SqlType::Bit, false),
+            ],
+            rows: db
+                .tables
+                .values()
+                .filter(|t| security::can_see_table(env, db, t))
+                .map(|t| {
+                    vec![
+                        s(&t.name),
+                        i(t.object_id),
+                        Value::Null,
+                        i(t.schema_id),
+                        i(0),
+                        s("U "),
+                        s("USER_TABLE"),
+                        time(t.created_ms),
+                        time(t.created_ms),
+                        b(false),
+                    ]
+                })
+                .collect(),
+        },
+        "schemas" => View {
+            columns: vec![
+                ("name", SYSNAME, false),
+                ("schema_id", SqlType::Int, false),
+                ("principal_id", SqlType::Int, true),
+            ],
+            rows: db
+                .schemas
+                .values()
+                .map(|sc| vec![s(&sc.name), i(sc.schema_id), i(1)])
+                .collect(),
+        },
+        "columns" => View {
+            columns: vec![
+                ("object_id", SqlType::Int, false),
+                ("name", SYSNAME, true),
+                ("column_id", SqlType::Int, false),
+                ("system_type_id", SqlType::TinyInt, false),
+                ("user_type_id", SqlType::Int, false),
+                ("max_length", SqlType::SmallInt, false),
+                ("precision", SqlType::TinyInt, false),
+                ("scale", SqlType::TinyInt, false),
+                ("collation_name", SYSNAME, true),
+                ("is_nullable", SqlType::Bit, true),
+                ("is_identity", SqlType::Bit, false),
+                ("is_computed", SqlType::Bit, false),
+            ],
+            rows: db
+                .tables
+                .values()
+                .filter(|t| security::can_see_table(env, db, t))
+                .flat_map(|t| {
+                    t.columns.iter().enumerate().map(move |(k, c)| {
+                        let id = type_id_of(&c.ty, &c.type_name);
+                        let text = matches!(
+                            c.ty,
+                            SqlType::Char(_) | SqlType::VarChar(_) | SqlType::NChar(_) | SqlType::NVarChar(_)
+                        );
+                        vec![
+                            i(t.object_id),
+                            s(&c.name),
+                            i(k as i64 + 1),
+                            i(id),
+                            i(id),
+                            i(datatype::max_length(&c.ty)),
+                            i(datatype::precision(&c.ty)),
+                            i(datatype::scale(&c.ty)),
+                            if text {
+                                s("SQL_Latin1_General_CP1_CI_AS")
+                            } else {
+                                Value::Null
+                            },
+                            b(c.nullable),
+                            b(false),
+                            b(false),
+                        ]
+                    })
+                })
+                .collect(),
+        },
+        "types" => View {
+            columns: vec![
+                ("name", SYSNAME, false),
+                ("system_type_id", SqlType::TinyInt, false),
+                ("user_type_id", SqlType::Int, false),
+                ("schema_id", SqlType::Int, false),
+                ("principal_id", SqlType::Int, true),
+                ("max_length", SqlType::SmallInt, false),
+                ("precision", SqlType::TinyInt, false),
+                ("scale", SqlType::TinyInt, false),
+                ("collation_name", SYSNAME, true),
+                ("is_nullable", SqlType::Bit, true),
+                ("is_user_defined", SqlType::Bit, false),
+            ],
+            rows: datatype::system_types()
+                .into_iter()
+                .map(|(name, ty, user_type_id)| {
+                    let system_type_id = if user_type_id == 256 { 231 } else { user_type_id };
+                    vec![
+                        s(name),
+                        i(system_type_id),
+                        i(user_type_id),
+                        i(4),
+                        Value::Null,
+                        i(datatype::max_length(&ty)),
+                        i(datatype::precision(&ty)),
+                        i(datatype::scale(&ty)),
+                        Value::Null,
+                        b(true),
+                        b(false),
+                    ]
+                })
+                .collect(),
+        },
+        "indexes" => View {
+            columns: vec![
+                ("object_id", SqlType::Int, false),
+                ("name", SYSNAME, true),
+                ("index_id", SqlType::Int, false),
+                ("type", SqlType::TinyInt, false),
+                ("type_desc", NV60, true),
+                ("is_unique", SqlType::Bit, true),
+                ("is_primary_key", SqlType::Bit, true),
+            ],
+            rows: db
+                .tables
+                .values()
+                .filter(|t| security::can_see_table(env, db, t))
+                .map(|t| {
+                    if t.primary_key.is_empty() {
+                        vec![i(t.object_id), Value::Null, i(0), i(0), s("HEAP"), b(false), b(false)]
+                    } else {
+                        vec![
+                            i(t.object_id),
+                            s(t.pk_name.as_deref().unwrap_or("")),
+                            i(1),
+                            i(1),
+                            s("CLUSTERED"),
+                            b(true),
+                            b(true),
+                        ]
+                    }
+                })
+                .collect(),
+        },
+        "index_columns" => View {
+            columns: vec![
+                ("object_id", SqlType::Int, false),
+                ("index_id", SqlType::Int, false),
+                ("index_column_id", SqlType::Int, false),
+                ("column_id", SqlType::Int, false),
+                ("key_ordinal", SqlType::TinyInt, false),
+                ("partition_ordinal", SqlType::TinyInt, false),
+                ("is_descending_key", SqlType::Bit, true),
+                ("is_included_column", SqlType::Bit, true),
+            ],
+            rows: db
+                .tables
+                .values()
+                .filter(|t| security::can_see_table(env, db, t))
+                .flat_map(|t| {
+                    t.primary_key.iter().enumerate().map(move |(k, &c)| {
+                        vec![
+                            i(t.object_id),
+                            i(1),
+                            i(k as i64 + 1),
+                            i(c as i64 + 1),
+                            i(k as i64 + 1),
+                            i(0),
+                            b(false),
+                            b(false),
+                        ]
+                    })
+                })
+                .collect(),
+        },
+        "server_principals" | "sql_logins" => View {
+            columns: vec![
+                ("name", SYSNAME, false),
+                ("principal_id", SqlType::Int, false),
+                ("type", SqlType::Char(1), false),
+                ("type_desc", NV60, true),
+                ("is_disabled", SqlType::Bit, true),
+                ("default_database_name", SYSNAME, true),
+            ],
+            rows: env
+                .state
+                .logins
+                .values()
+                .filter(|l| env.sysadmin || l.name.eq_ignore_ascii_case(env.login) || l.name == "sa")
+                .map(|l| {
+                    vec![
+                        s(&l.name),
+                        i(l.principal_id),
+                        s("S"),
+                        s("SQL_LOGIN"),
+                        b(false),
+                        s(&l.default_database),
+                    ]
+                })
+                .chain(std::iter::once(vec![
+                    s("sysadmin"),
+                    i(3),
+                    s("R"),
+                    s("SERVER_ROLE"),
+                    b(false),
+                    Value::Null,
+                ]))
+                .collect(),
+        },
+        "database_principals" => View {
+            columns: vec![
+                ("name", SYSNAME, false),
+                ("principal_id", SqlType::Int, false),
+                ("type", SqlType::Char(1), false),
+                ("type_desc", NV60, true),
+                ("default_schema_name", SYSNAME, true),
+            ],
+            rows: db
+                .users
+                .values()
+                .map(|u| {
+                    vec![
+                        s(&u.name),
+                        i(u.principal_id),
+                        s("S"),
+                        s("SQL_USER"),
+                        if u.principal_id == 2 { Value::Null } else { s("dbo") },
+                    ]
+                })
+                .chain(std::iter::once(vec![
+                    s("public"),
+                    i(0),
+                    s("R"),
+                    s("DATABASE_ROLE"),
+                    Value::Null,
+                ]))
+                .collect(),
+        },
+        _ => return None,
+    })
+}
+
+/// `system_type_id` honouring `numeric` as declared.
+fn type_id_of(ty: &SqlType, declared: &str) -> i64 {
+    if declared == "numeric" {
+        108
+    } else {
+        datatype::type_id(ty)
+    }
+}
