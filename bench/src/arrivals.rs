@@ -241,7 +241,8 @@ pub async fn wait_pulsar(pulsar: &PulsarStandin, wanted: &[(String, i64)]) -> Re
     }
 }
 
-/// The Pulsar topic and Redis channel of `schema.table` with the default templates.
+/// The Pulsar topic and Redis channel of `schema.table` with the templates of
+/// [`crate::rig::Rig::config_toml`].
 pub fn destinations(table: &str) -> (String, String) {
     let channel = format!("cdc.{}.{table}", crate::rig::DB);
     (format!("persistent://public/default/{channel}"), channel)

@@ -150,9 +150,11 @@ url = "{redis}"
 
 [sinks.pulsar]
 url = "{pulsar}"
+topic = "persistent://public/default/cdc.{{database}}.{{schema}}.{{table}}"
 
 [sinks.redis_pubsub]
 url = "{redis}"
+channel = "cdc.{{database}}.{{schema}}.{{table}}"
 
 [http]
 listen = "127.0.0.1:{metrics_port}"

@@ -116,6 +116,7 @@ pub async fn run(exe: &Path, size: &Size, tables: usize, section: &mut Section) 
     // The limits, over exactly the backlog's rows and payloads.
     let raw = raw_read(&config, from, to).await?;
     let publish = redis_publish(&rig.redis.url(), &payloads).await?;
+    let send = pulsar_send(&rig.pulsar.url(), &payloads).await?;
 
     if let Some(live_writer) = live.writer {
         let goal_met = live.rate() >= GOAL_CHANGES_PER_SEC;
@@ -182,6 +183,11 @@ pub async fn run(exe: &Path, size: &Size, tables: usize, section: &mut Section) 
         &label,
         "limit: Redis PUBLISH of the same payloads, one at a time (changes/s)",
         thousands(publish),
+    );
+    section.add(
+        &label,
+        "limit: Pulsar send (LZ4) of the same envelopes, one at a time (changes/s)",
+        thousands(send),
     );
     Ok(())
 }
@@ -290,4 +296,42 @@ async fn redis_publish(url: &str, payloads: &[(bytes::Bytes, u64)]) -> Result<f6
         changes += n;
     }
     Ok(changes as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Sends the captured envelopes (decompressed first, untimed) through a Pulsar producer
+/// with the sink's default codec (LZ4), awaiting each receipt as the sink does. Returns
+/// changes/s.
+async fn pulsar_send(url: &str, payloads: &[(bytes::Bytes, u64)]) -> Result<f64> {
+    use pulsar::compression::{Compression, CompressionLz4};
+    use pulsar::producer::{Message, ProducerOptions};
+    let envelopes: Vec<(Vec<u8>, u64)> = payloads
+        .iter()
+        .map(|(p, n)| crate::arrivals::decompress(p).map(|e| (e, *n)))
+        .collect::<Result<_>>()?;
+    let client = pulsar::Pulsar::builder(url, pulsar::TokioExecutor).build().await?;
+    let mut producer = client
+        .producer()
+        .with_topic("persistent://public/default/cdc-bench-limit")
+        .with_name("cdc-bench-limit")
+        .with_options(ProducerOptions {
+            compression: Some(Compression::Lz4(CompressionLz4::default())),
+            ..Default::default()
+        })
+        .build()
+        .await?;
+    let started = Instant::now();
+    let mut changes = 0;
+    for (envelope, n) in envelopes {
+        let receipt = producer
+            .send_non_blocking(Message {
+                payload: envelope,
+                ..Default::default()
+            })
+            .await?;
+        receipt.await?;
+        changes += n;
+    }
+    let rate = changes as f64 / started.elapsed().as_secs_f64();
+    let _ = producer.close().await;
+    Ok(rate)
 }
