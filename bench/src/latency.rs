@@ -103,6 +103,47 @@ pub async fn run(exe: &Path, size: &Size, section: &mut Section) -> Result<()> {
         if lat.len() as u64 != expected {
             bail!("{sink}: {} changes matched, {expected} committed", lat.len());
         }
+        // Latency over time: the first and last thirds of the run apart, to tell a
+        // steady cost from one that grows with the table's change history.
+        let mut by_commit: Vec<(Instant, Duration)> = arrivals
+            .iter()
+            .filter_map(|(v, at)| committed.get(v).map(|c| (*c, at.saturating_duration_since(*c))))
+            .collect();
+        by_commit.sort();
+        let third = by_commit.len() / 3;
+        let p99_of = |part: &[(Instant, Duration)]| {
+            let mut l: Vec<Duration> = part.iter().map(|x| x.1).collect();
+            l.sort();
+            l.get(((l.len().max(1) - 1) as f64 * 0.99).round() as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        if third > 0 {
+            section.add(
+                &case,
+                &format!("commit → {sink}, p99 first third / last third"),
+                format!(
+                    "{} / {}",
+                    ms(p99_of(&by_commit[..third])),
+                    ms(p99_of(&by_commit[by_commit.len() - third..]))
+                ),
+            );
+        }
+        // Interval between envelopes (distinct arrival instants): the tick period seen
+        // from outside.
+        let mut arrivals_at: Vec<Instant> = arrivals.iter().map(|a| a.1).collect();
+        arrivals_at.sort();
+        arrivals_at.dedup();
+        let mut gaps: Vec<Duration> = arrivals_at.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.sort();
+        if !gaps.is_empty() {
+            let g = |q: f64| gaps[((gaps.len() - 1) as f64 * q).round() as usize];
+            section.add(
+                &case,
+                &format!("interval between batches at the {sink}, p50 / p99 / max"),
+                format!("{} / {} / {}", ms(g(0.5)), ms(g(0.99)), ms(gaps[gaps.len() - 1])),
+            );
+        }
         lat.sort();
         let pick = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
         let (p50, p99, max) = (pick(0.5), pick(0.99), lat[lat.len() - 1]);
