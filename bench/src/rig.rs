@@ -160,7 +160,7 @@ channel = "cdc.{{database}}.{{schema}}.{{table}}"
 listen = "127.0.0.1:{metrics_port}"
 
 [log]
-level = "warn,tiberius=error"
+level = "warn,tiberius=error,pulsar::retry_op=error"
 "#,
             port = self.mssql.addr().port(),
             login = sample::LOGIN,
