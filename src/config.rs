@@ -95,24 +95,19 @@ pub struct Config {
 
 /// `[shutdown]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long, after SIGTERM, the sidecar may spend delivering the batches already read
     /// and writing checkpoints before it exits anyway (exit code 1; what was not
     /// delivered is read again on restart). Keep it below Kubernetes'
     /// `terminationGracePeriodSeconds`.
-    #[serde(default = "default_grace_period_ms")]
     pub grace_period_ms: u64,
-}
-
-fn default_grace_period_ms() -> u64 {
-    20_000
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         Self {
-            grace_period_ms: default_grace_period_ms(),
+            grace_period_ms: 20_000,
         }
     }
 }
@@ -189,74 +184,41 @@ fn default_command_timeout_ms() -> u64 {
 
 /// `[poll]`: the shared version probe's backoff and the size of batches.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PollConfig {
     /// Probe interval right after activity, in milliseconds: the floor of latency.
-    #[serde(default = "default_min_interval_ms")]
     pub min_interval_ms: u64,
     /// Probe interval ceiling while idle, in milliseconds: the worst-case latency of the
     /// first change after a quiet spell.
-    #[serde(default = "default_max_interval_ms")]
     pub max_interval_ms: u64,
     /// Factor the interval grows by after each idle probe (≥ 1).
-    #[serde(default = "default_multiplier")]
     pub multiplier: f64,
     /// A batch is closed when it holds this many changes (or `batch_bytes`, whichever
     /// comes first, or when the read reaches the tick's upper bound).
-    #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
     /// A batch is closed when its encoded JSON reaches this many bytes.
-    #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
     /// Rows per keyset-paginated snapshot chunk; each chunk is its own short statement,
     /// so a snapshot never holds one long transaction.
-    #[serde(default = "default_snapshot_chunk_rows")]
     pub snapshot_chunk_rows: usize,
     /// Lag (database version − table checkpoint) above which a `lag` warning is logged
     /// and counted. Gaps in a table's versions are normal; this is only a warning.
-    #[serde(default = "default_lag_warning_versions")]
     pub lag_warning_versions: i64,
     /// When false, every table is queried every tick (the original per-table polling),
     /// kept only to measure what the shared probe saves.
-    #[serde(default = "default_true")]
     pub shared_probe: bool,
-}
-
-fn default_min_interval_ms() -> u64 {
-    50
-}
-fn default_max_interval_ms() -> u64 {
-    5_000
-}
-fn default_multiplier() -> f64 {
-    2.0
-}
-fn default_batch_rows() -> usize {
-    1_000
-}
-fn default_batch_bytes() -> usize {
-    1 << 20
-}
-fn default_snapshot_chunk_rows() -> usize {
-    10_000
-}
-fn default_lag_warning_versions() -> i64 {
-    100_000
-}
-fn default_true() -> bool {
-    true
 }
 
 impl Default for PollConfig {
     fn default() -> Self {
         Self {
-            min_interval_ms: default_min_interval_ms(),
-            max_interval_ms: default_max_interval_ms(),
-            multiplier: default_multiplier(),
-            batch_rows: default_batch_rows(),
-            batch_bytes: default_batch_bytes(),
-            snapshot_chunk_rows: default_snapshot_chunk_rows(),
-            lag_warning_versions: default_lag_warning_versions(),
+            min_interval_ms: 50,
+            max_interval_ms: 5_000,
+            multiplier: 2.0,
+            batch_rows: 1_000,
+            batch_bytes: 1 << 20,
+            snapshot_chunk_rows: 10_000,
+            lag_warning_versions: 100_000,
             shared_probe: true,
         }
     }
@@ -313,45 +275,30 @@ impl TableConfig {
 
 /// `[checkpoint]`: Redis, where each table's last delivered version lives.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct CheckpointConfig {
     /// Redis URL, `redis://host:port/db` (or `rediss://` for TLS).
-    #[serde(default = "default_redis_url")]
     pub url: String,
     /// Redis password, when not in the URL. Prefer `password_file`.
-    #[serde(default)]
     pub password: Option<Secret>,
     /// Path of a file holding the Redis password.
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// Prefix of every key the sidecar writes, so several sidecars can share a Redis.
-    #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
     /// How often an idle table's checkpoint follows the database version, in
     /// milliseconds. It must follow, or an idle table falsely expires after the
     /// retention period; it need not follow every tick.
-    #[serde(default = "default_idle_write_interval_ms")]
     pub idle_write_interval_ms: u64,
-}
-
-fn default_redis_url() -> String {
-    "redis://127.0.0.1:6379/".into()
-}
-fn default_key_prefix() -> String {
-    "cdc-sidecar".into()
-}
-fn default_idle_write_interval_ms() -> u64 {
-    5_000
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
         Self {
-            url: default_redis_url(),
+            url: "redis://127.0.0.1:6379/".into(),
             password: None,
             password_file: None,
-            key_prefix: default_key_prefix(),
-            idle_write_interval_ms: default_idle_write_interval_ms(),
+            key_prefix: "cdc-sidecar".into(),
+            idle_write_interval_ms: 5_000,
         }
     }
 }
@@ -381,135 +328,92 @@ pub enum Compression {
 
 /// `[sinks.pulsar]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PulsarConfig {
     /// Whether batches go to Pulsar.
-    #[serde(default = "default_true")]
     pub enabled: bool,
     /// Broker URL, `pulsar://host:6650` or `pulsar+ssl://host:6651`.
-    #[serde(default = "default_pulsar_url")]
     pub url: String,
     /// JWT for token authentication. Prefer `token_file`.
-    #[serde(default)]
     pub token: Option<Secret>,
     /// Path of a file holding the token.
-    #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// Topic per table; `{database}`, `{schema}` and `{table}` are replaced.
-    #[serde(default = "default_topic")]
     pub topic: String,
     /// Compression of each message: `lz4`, `zstd`, `snappy`, `zlib` or `none`.
     /// Consumers decompress transparently (it is in the message metadata).
-    #[serde(default = "default_pulsar_compression")]
     pub compression: Compression,
     /// Let the Pulsar client group several batches into one entry. Each message is
     /// already a batch of changes, so this only helps with many tiny batches.
-    #[serde(default)]
     pub batching: bool,
     /// How long to wait for a broker receipt before the send counts as failed and is
     /// retried, in milliseconds.
-    #[serde(default = "default_send_timeout_ms")]
     pub send_timeout_ms: u64,
-}
-
-fn default_pulsar_url() -> String {
-    "pulsar://127.0.0.1:6650".into()
-}
-fn default_topic() -> String {
-    "persistent://public/default/{database}.{schema}.{table}".into()
-}
-fn default_pulsar_compression() -> Compression {
-    Compression::Lz4
-}
-fn default_send_timeout_ms() -> u64 {
-    30_000
 }
 
 impl Default for PulsarConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            url: default_pulsar_url(),
+            url: "pulsar://127.0.0.1:6650".into(),
             token: None,
             token_file: None,
-            topic: default_topic(),
-            compression: default_pulsar_compression(),
+            topic: "persistent://public/default/{database}.{schema}.{table}".into(),
+            compression: Compression::Lz4,
             batching: false,
-            send_timeout_ms: default_send_timeout_ms(),
+            send_timeout_ms: 30_000,
         }
     }
 }
 
 /// `[sinks.redis_pubsub]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedisPubSubConfig {
     /// Whether batches are published to Redis.
-    #[serde(default = "default_true")]
     pub enabled: bool,
     /// Redis URL; may be the checkpoint Redis or another.
-    #[serde(default = "default_redis_url")]
     pub url: String,
     /// Redis password, when not in the URL.
-    #[serde(default)]
     pub password: Option<Secret>,
     /// Path of a file holding the Redis password.
-    #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// Channel per table; `{database}`, `{schema}` and `{table}` are replaced.
-    #[serde(default = "default_channel")]
     pub channel: String,
     /// Codec for payloads of at least `compression_threshold_bytes`. Compressed
     /// payloads start with the codec's magic bytes; plain ones with `{`.
-    #[serde(default = "default_redis_compression")]
     pub compression: Compression,
     /// Payloads smaller than this go out as plain JSON: compressing them costs more
     /// CPU than it saves bandwidth.
-    #[serde(default = "default_compression_threshold")]
     pub compression_threshold_bytes: usize,
-}
-
-fn default_channel() -> String {
-    "cdc:{database}.{schema}.{table}".into()
-}
-fn default_redis_compression() -> Compression {
-    Compression::Zstd
-}
-fn default_compression_threshold() -> usize {
-    4_096
 }
 
 impl Default for RedisPubSubConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            url: default_redis_url(),
+            url: "redis://127.0.0.1:6379/".into(),
             password: None,
             password_file: None,
-            channel: default_channel(),
-            compression: default_redis_compression(),
-            compression_threshold_bytes: default_compression_threshold(),
+            channel: "cdc:{database}.{schema}.{table}".into(),
+            compression: Compression::Zstd,
+            compression_threshold_bytes: 4_096,
         }
     }
 }
 
 /// `[http]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
-    #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-}
-
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 9187))
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            listen: default_listen(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 9187)),
         }
     }
 }
@@ -527,24 +431,18 @@ pub enum LogFormat {
 
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// A `tracing` filter: `info`, `debug`, or per module, `cdc_sidecar=debug,info`.
-    #[serde(default = "default_level")]
     pub level: String,
     /// `text` or `json`.
-    #[serde(default)]
     pub format: LogFormat,
-}
-
-fn default_level() -> String {
-    "info".into()
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            level: default_level(),
+            level: "info".into(),
             format: LogFormat::Text,
         }
     }

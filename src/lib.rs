@@ -9,6 +9,7 @@
 //!                                                        └──► checkpoint (Redis)
 //! ```
 
+pub mod admin;
 pub mod checkpoint;
 pub mod config;
 pub mod http;
@@ -163,7 +164,12 @@ async fn run_pipeline(
     let identity = report.identity.clone();
     info!(server = %identity.server, database = %identity.database, tables = report.tables.len(), "startup checks passed");
 
-    let store = Arc::new(checkpoint_store(&config).await?);
+    let store = Arc::new(
+        checkpoint_store(&config)
+            .await?
+            .with_source(&identity.server, &identity.database),
+    );
+    let this_source = format!("{}/{}", identity.server, identity.database);
     let holder = format!("{}:{}", hostname(), std::process::id());
     let mut announced = false;
     while !store.try_lock(&holder, LEASE_TTL.as_millis() as u64).await? {
@@ -249,6 +255,11 @@ async fn run_pipeline(
                 .with_label_values(&[&info.name])
                 .set(cp.version);
             info!(table = %info.name, checkpoint = cp.version, "resuming");
+            if let Some(source) = cp.source.as_deref().filter(|s| *s != this_source) {
+                // A failover renames the server legitimately; a restored or different
+                // database is caught by the version checks. Worth a look either way.
+                warn!(table = %info.name, written_by = source, now = %this_source, "checkpoint was written for another server/database");
+            }
         }
         let (tx, rx) = mpsc::channel(4);
         let task = DeliveryTask {

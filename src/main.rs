@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use cdc_sidecar::checkpoint::CheckpointStore;
 use cdc_sidecar::config::{Config, LogFormat};
 
 #[derive(Parser)]
@@ -111,26 +110,18 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<u8> {
             }
         }
         Command::Checkpoint { action } => {
-            let store = cdc_sidecar::checkpoint_store(&config).await?;
-            if let CheckpointAction::List = action {
-                for (table, cp) in store.list().await? {
-                    println!("{table}\t{}\t{}", cp.version, cp.updated_at_ms);
-                }
-                return Ok(0);
-            }
-            if let Some(holder) = store.lock_holder().await? {
-                anyhow::bail!(
-                    "a sidecar ({holder}) is streaming database {}; stop it before moving checkpoints",
-                    config.source.database
-                );
-            }
             match action {
+                CheckpointAction::List => {
+                    for (table, cp) in cdc_sidecar::admin::checkpoint_list(&config).await? {
+                        println!("{table}\t{}\t{}", cp.version, cp.updated_at_ms);
+                    }
+                }
                 CheckpointAction::Set { table, version } => {
-                    store.reset(&table, version).await?;
+                    cdc_sidecar::admin::checkpoint_set(&config, &table, version).await?;
                     println!("{table}: checkpoint set to {version}");
                 }
                 CheckpointAction::Delete { table } => {
-                    let existed = store.delete(&table).await?;
+                    let existed = cdc_sidecar::admin::checkpoint_delete(&config, &table).await?;
                     println!(
                         "{table}: {}",
                         if existed {
@@ -140,7 +131,6 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<u8> {
                         }
                     );
                 }
-                CheckpointAction::List => {}
             }
             Ok(0)
         }

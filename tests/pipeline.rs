@@ -149,6 +149,16 @@ async fn streams_inserts_updates_and_deletes_in_order_to_both_sinks() {
         assert_eq!(envs[0]["source"]["database"], "Shop");
         assert_eq!(envs[0]["source"]["table"], "Orders");
     }
+    // AND the checkpoint records which server/database wrote it
+    let client = redis::Client::open(h.redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let source: Option<String> = redis::cmd("HGET")
+        .arg(format!("cdc-sidecar:checkpoint:{DB}:dbo.Orders"))
+        .arg("source")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(source.as_deref(), Some("TESTKIT-MSSQL/Shop"));
     sidecar.stop().await;
 }
 
@@ -872,5 +882,31 @@ async fn redis_down_for_a_while_holds_everything_back_then_catches_up() {
         "Pulsar got each batch once: only the failed sink was retried"
     );
     assert!(sidecar.metric("cdc_sidecar_batches_total{sink=\"redis_pubsub\",table=\"dbo.Orders\"}") >= 1.0);
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_victim_read_is_retried_without_loss_or_duplicates() {
+    use testkit::mssql::types::SqlError;
+    let h = Harness::start().await;
+    let (sidecar, _) = streaming_orders(&h).await;
+    // WHEN SQL Server picks the sidecar's change query as a deadlock victim, twice
+    let deadlock = SqlError::new(
+        1205,
+        13,
+        "Transaction (Process ID 53) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction.",
+    );
+    h.engine
+        .fail_next_batches_matching("FROM CHANGETABLE(CHANGES [dbo].[Orders], @P1) AS CT LEFT", 2, deadlock);
+    h.sql("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'x'), (2, N'y');");
+    let v = h.current_version();
+    // THEN the read is retried and each change is delivered once
+    h.wait_checkpoint("dbo.Orders", "delivery after the deadlocks", |c| c == v)
+        .await;
+    assert_eq!(
+        ops(&changes(&h.pulsar_envelopes(ORDERS_TOPIC))),
+        ["insert:1", "insert:2"]
+    );
+    assert!(sidecar.metric("cdc_sidecar_source_errors_total{kind=\"server\"}") >= 2.0);
     sidecar.stop().await;
 }

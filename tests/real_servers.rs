@@ -55,6 +55,27 @@ async fn admin(url: &str, database: Option<&str>) -> tiberius::Client<tokio_util
         .expect("log in to SQL Server")
 }
 
+/// Waits (60 s at most: a real server is slower to set up) until the checkpoint under
+/// `key` satisfies `ok`.
+async fn wait_checkpoint(redis: &RedisServer, key: &str, what: &str, ok: impl Fn(i64) -> bool) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: Option<String> = redis::cmd("HGET")
+            .arg(key)
+            .arg("version")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if v.and_then(|v| v.parse::<i64>().ok()).is_some_and(&ok) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_sql_server_changes_reach_redis() {
     let Ok(url) = std::env::var("CDC_SIDECAR_MSSQL_URL") else {
@@ -114,22 +135,8 @@ listen = "127.0.0.1:0"
     let config = Config::from_toml_str(&toml).unwrap();
     let token = CancellationToken::new();
     let handle = tokio::spawn(cdc_sidecar::run(config, token.clone()));
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let key = format!("cdc-sidecar:checkpoint:{db}:dbo.Orders");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut started = false;
-    while !started {
-        let v: Option<String> = redis::cmd("HGET")
-            .arg(&key)
-            .arg("version")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        started = v.is_some();
-        assert!(Instant::now() < deadline, "sidecar did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_checkpoint(&redis, &key, "the sidecar to start", |_| true).await;
     c.simple_query("INSERT INTO [dbo].[Orders] VALUES (1, N'real')")
         .await
         .unwrap()
@@ -145,19 +152,7 @@ listen = "127.0.0.1:0"
         .unwrap()
         .unwrap();
     let version: i64 = row.get(0).unwrap();
-    loop {
-        let v: Option<String> = redis::cmd("HGET")
-            .arg(&key)
-            .arg("version")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if v.and_then(|v| v.parse::<i64>().ok()) == Some(version) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the insert was not delivered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_checkpoint(&redis, &key, "the insert to be delivered", |v| v == version).await;
     token.cancel();
     handle.await.unwrap().unwrap();
     drop(c);

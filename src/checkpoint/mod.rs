@@ -15,6 +15,9 @@ pub struct Checkpoint {
     pub version: i64,
     /// Milliseconds since the Unix epoch of the last write, for operators.
     pub updated_at_ms: i64,
+    /// `server/database` that wrote it (absent when written by `checkpoint set` or an
+    /// older version).
+    pub source: Option<String>,
 }
 
 /// Why the store failed. Always retryable: the caller keeps its position in memory and
@@ -25,7 +28,7 @@ pub enum CheckpointError {
     Redis(#[from] redis::RedisError),
     #[error("checkpoint store: malformed value under {key}: {value:?}")]
     Malformed { key: String, value: String },
-    #[error("checkpoint store: database {database} is locked by another running sidecar ({holder}); stop it first")]
+    #[error("a sidecar ({holder}) is streaming database {database}; stop it before moving checkpoints")]
     Locked { database: String, holder: String },
 }
 

@@ -13,7 +13,7 @@ use super::{now_ms, Checkpoint, CheckpointError, CheckpointStore};
 const ADVANCE: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'version')
 if cur and tonumber(cur) >= tonumber(ARGV[1]) then return cur end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'updated_at_ms', ARGV[2])
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'updated_at_ms', ARGV[2], 'source', ARGV[3])
 return ARGV[1]
 "#;
 
@@ -35,6 +35,9 @@ pub struct RedisCheckpointStore {
     conn: ConnectionManager,
     prefix: String,
     database: String,
+    /// `server/database` as SQL Server names itself, stored beside each version so an
+    /// operator (and the start-up warning) can tell which database wrote it.
+    source: String,
     advance: redis::Script,
 }
 
@@ -46,8 +49,15 @@ impl RedisCheckpointStore {
             conn,
             prefix: prefix.to_string(),
             database: database.to_string(),
+            source: String::new(),
             advance: redis::Script::new(ADVANCE),
         })
+    }
+
+    /// Records `server/database` with every write from now on.
+    pub fn with_source(mut self, server: &str, database: &str) -> Self {
+        self.source = format!("{server}/{database}");
+        self
     }
 
     fn key(&self, table: &str) -> String {
@@ -113,7 +123,12 @@ impl RedisCheckpointStore {
         };
         let version = version.parse().map_err(|_| malformed())?;
         let updated_at_ms = fields.get("updated_at_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok(Some(Checkpoint { version, updated_at_ms }))
+        let source = fields.get("source").cloned().filter(|s| !s.is_empty());
+        Ok(Some(Checkpoint {
+            version,
+            updated_at_ms,
+            source,
+        }))
     }
 }
 
@@ -135,6 +150,7 @@ impl CheckpointStore for RedisCheckpointStore {
                 .key(self.key(table))
                 .arg(version)
                 .arg(now_ms())
+                .arg(&self.source)
                 .invoke_async(&mut conn)
                 .await?;
             stored.parse().map_err(|_| CheckpointError::Malformed {
@@ -150,7 +166,14 @@ impl CheckpointStore for RedisCheckpointStore {
             let _: () = self
                 .conn
                 .clone()
-                .hset_multiple(self.key(table), &[("version", version), ("updated_at_ms", now_ms())])
+                .hset_multiple(
+                    self.key(table),
+                    &[
+                        ("version", version.to_string()),
+                        ("updated_at_ms", now_ms().to_string()),
+                        ("source", self.source.clone()),
+                    ],
+                )
                 .await?;
             Ok(())
         }

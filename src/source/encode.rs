@@ -5,7 +5,7 @@
 //! text form.
 
 use base64::Engine as _;
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use tiberius::{ColumnData, FromSql};
 
 /// How a column's values are written, decided once from its SQL type.
@@ -126,22 +126,42 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
+/// Appends `v` as exactly `width` decimal digits, zero-padded (no allocation: this
+/// runs for every date and time cell).
+fn write_padded(out: &mut Vec<u8>, mut v: u32, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
 fn write_fraction(out: &mut Vec<u8>, nanos: u32, digits: u8) {
     if digits == 0 {
         return;
     }
-    let frac = format!("{:09}", nanos.min(999_999_999));
+    let digits = u32::from(digits.min(9));
     out.push(b'.');
-    out.extend_from_slice(&frac.as_bytes()[..digits as usize]);
+    write_padded(out, nanos.min(999_999_999) / 10u32.pow(9 - digits), digits as usize);
 }
 
 fn write_time(out: &mut Vec<u8>, t: NaiveTime, digits: u8) {
-    out.extend_from_slice(format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()).as_bytes());
+    write_padded(out, t.hour(), 2);
+    out.push(b':');
+    write_padded(out, t.minute(), 2);
+    out.push(b':');
+    write_padded(out, t.second(), 2);
     write_fraction(out, t.nanosecond(), digits);
 }
 
 fn write_date(out: &mut Vec<u8>, d: NaiveDate) {
-    out.extend_from_slice(d.format("%Y-%m-%d").to_string().as_bytes());
+    // SQL Server dates are years 1..=9999: always four digits.
+    write_padded(out, d.year().unsigned_abs(), 4);
+    out.push(b'-');
+    write_padded(out, d.month(), 2);
+    out.push(b'-');
+    write_padded(out, d.day(), 2);
 }
 
 /// datetime stores 1/300 s; SQL Server shows it rounded to the millisecond
@@ -174,13 +194,13 @@ pub fn write_value(
             ColumnData::I64(Some(v)),
         ) => {
             out.push(b'"');
-            out.extend_from_slice(itoa(*v).as_bytes());
+            write_int(out, *v);
             out.push(b'"');
         }
-        (_, ColumnData::U8(Some(v))) => out.extend_from_slice(itoa(*v as i64).as_bytes()),
-        (_, ColumnData::I16(Some(v))) => out.extend_from_slice(itoa(*v as i64).as_bytes()),
-        (_, ColumnData::I32(Some(v))) => out.extend_from_slice(itoa(*v as i64).as_bytes()),
-        (_, ColumnData::I64(Some(v))) => out.extend_from_slice(itoa(*v).as_bytes()),
+        (_, ColumnData::U8(Some(v))) => write_int(out, i64::from(*v)),
+        (_, ColumnData::I16(Some(v))) => write_int(out, i64::from(*v)),
+        (_, ColumnData::I32(Some(v))) => write_int(out, i64::from(*v)),
+        (_, ColumnData::I64(Some(v))) => write_int(out, *v),
         (ValueKind::Money | ValueKind::SmallMoney, ColumnData::F64(Some(v))) => {
             // Only if the cast was not applied; 4 digits is money's exact scale.
             write_str(out, &format!("{v:.4}"));
@@ -254,8 +274,8 @@ pub fn write_value(
     Ok(())
 }
 
-fn itoa(v: i64) -> String {
-    v.to_string()
+fn write_int(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// `value / 10^scale` in plain decimal notation, exactly.
@@ -323,6 +343,20 @@ mod tests {
             enc(ValueKind::Binary, ColumnData::Binary(Some(vec![0, 1, 2, 255].into()))),
             "\"AAEC/w==\""
         );
+    }
+
+    #[test]
+    fn dates_and_times_keep_the_columns_digits() {
+        let d = NaiveDate::from_ymd_opt(7, 3, 9).unwrap();
+        let t = NaiveTime::from_hms_nano_opt(8, 5, 3, 120_000_000).unwrap();
+        let mut out = Vec::new();
+        write_date(&mut out, d);
+        out.push(b'T');
+        write_time(&mut out, t, 3);
+        assert_eq!(String::from_utf8(out).unwrap(), "0007-03-09T08:05:03.120");
+        let mut out = Vec::new();
+        write_time(&mut out, t, 0);
+        assert_eq!(String::from_utf8(out).unwrap(), "08:05:03");
     }
 
     #[test]

@@ -144,7 +144,7 @@ impl BatchBuilder {
 
 fn write_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
     match v {
-        Some(v) => out.extend_from_slice(v.to_string().as_bytes()),
+        Some(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
 }

@@ -546,6 +546,11 @@ impl Reader {
         let (route, source_json) = (self.tables[i].route.clone(), self.tables[i].source_json.clone());
         let tx = self.tables[i].tx.clone();
         let key_offset = sql::changes_key_offset(&info);
+        let key_in_row: Vec<usize> = info
+            .key
+            .iter()
+            .filter_map(|k| info.columns.iter().position(|c| c.id == k.id))
+            .collect();
         let mut query = Query::new(text);
         query.bind(position);
         query.bind(upper);
@@ -581,7 +586,7 @@ impl Reader {
                 // Handed over: after a failure the next read resumes here, without duplicates.
                 self.tables[i].state = TableState::Streaming { position: to };
             }
-            encode_change(&mut builder, &info, key_offset, row)?;
+            encode_change(&mut builder, &info, key_offset, &key_in_row, row)?;
         }
         drop(rows);
         if builder.is_empty() {
@@ -731,7 +736,14 @@ fn write_object(
 }
 
 /// Appends one `CHANGETABLE` row (layout of [`sql::changes`]) to the batch.
-fn encode_change(builder: &mut BatchBuilder, info: &TableInfo, key_offset: usize, row: Row) -> Result<(), SourceError> {
+/// `key_in_row` holds the positions of the key columns among the published columns.
+fn encode_change(
+    builder: &mut BatchBuilder,
+    info: &TableInfo,
+    key_offset: usize,
+    key_in_row: &[usize],
+    row: Row,
+) -> Result<(), SourceError> {
     let version: Option<i64> = row.try_get(0)?;
     let creation: Option<i64> = row.try_get(1)?;
     let op_text: Option<&str> = row.try_get(2)?;
@@ -760,19 +772,8 @@ fn encode_change(builder: &mut BatchBuilder, info: &TableInfo, key_offset: usize
     let key_cells = &cells[key_offset..key_offset + info.key.len()];
     let row_cells = &cells[key_offset + info.key.len()..];
     // With the LEFT JOIN, a row that is gone has NULL in every key column.
-    let row_present = op != Op::Delete && {
-        let key_positions = info
-            .key
-            .iter()
-            .filter_map(|k| info.columns.iter().position(|c| c.id == k.id));
-        let mut any_key = false;
-        let mut all_null = true;
-        for p in key_positions {
-            any_key = true;
-            all_null &= is_null(&row_cells[p]);
-        }
-        !(any_key && all_null)
-    };
+    let row_present =
+        op != Op::Delete && (key_in_row.is_empty() || key_in_row.iter().any(|&p| !is_null(&row_cells[p])));
     let out = builder.begin_change(op, version, creation);
     out.extend_from_slice(b",\"key\":{");
     write_object(out, &info.key, key_cells)?;

@@ -11,7 +11,11 @@ use engine_support::*;
 use testkit::mssql::engine::Engine;
 use testkit::mssql::types::{BackendSession, Value};
 
-const CHANGE_QUERY: &str = "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
+/// Named `engine::…` so `cargo test -p testkit engine` selects these tests.
+mod engine {
+    use super::*;
+
+    const CHANGE_QUERY: &str = "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
        CT.SYS_CHANGE_CONTEXT,
        CHANGE_TRACKING_IS_COLUMN_IN_MASK(3, CT.SYS_CHANGE_COLUMNS) AS [__changed_3],
        CT.[Id] AS [__key_Id],
@@ -21,42 +25,43 @@ LEFT OUTER JOIN [dbo].[Orders] AS T ON T.[Id] = CT.[Id]
 WHERE CT.SYS_CHANGE_VERSION <= @P2
 ORDER BY CT.SYS_CHANGE_VERSION, CT.[Id];";
 
-fn load(engine: &Engine, txns: i64, per_txn: i64) {
-    for t in 0..txns {
-        engine
-            .transaction("Shop", |x| {
-                for i in 0..per_txn {
-                    let id = t * per_txn + i;
-                    x.insert(
-                        "dbo.Orders",
-                        vec![Value::Int(id), Value::String(format!("customer {id}")), Value::Int(id)],
-                    )?;
-                }
-                Ok(())
-            })
-            .expect("txn");
+    fn load(engine: &Engine, txns: i64, per_txn: i64) {
+        for t in 0..txns {
+            engine
+                .transaction("Shop", |x| {
+                    for i in 0..per_txn {
+                        let id = t * per_txn + i;
+                        x.insert(
+                            "dbo.Orders",
+                            vec![Value::Int(id), Value::String(format!("customer {id}")), Value::Int(id)],
+                        )?;
+                    }
+                    Ok(())
+                })
+                .expect("txn");
+        }
     }
-}
 
-#[test]
-fn engine_changes_flow_in_and_out_at_benchmark_rates() {
-    let engine = shop();
-    let started = Instant::now();
-    load(&engine, 100, 1000);
-    let write = started.elapsed();
-    let mut session = engine.admin_session("Shop").expect("session");
-    let started = Instant::now();
-    let mut seen = 0;
-    let mut from = 0;
-    while from < 100 {
-        let to = (from + 10).min(100);
-        let out = session.execute(CHANGE_QUERY, &[p("@P1", Value::Int(from)), p("@P2", Value::Int(to))]);
-        seen += rows(&out).len();
-        from = to;
+    #[test]
+    fn engine_changes_flow_in_and_out_at_benchmark_rates() {
+        let engine = shop();
+        let started = Instant::now();
+        load(&engine, 100, 1000);
+        let write = started.elapsed();
+        let mut session = engine.admin_session("Shop").expect("session");
+        let started = Instant::now();
+        let mut seen = 0;
+        let mut from = 0;
+        while from < 100 {
+            let to = (from + 10).min(100);
+            let out = session.execute(CHANGE_QUERY, &[p("@P1", Value::Int(from)), p("@P2", Value::Int(to))]);
+            seen += rows(&out).len();
+            from = to;
+        }
+        let read = started.elapsed();
+        assert_eq!(seen, 100_000);
+        eprintln!("100k changes: write {write:?}, read {read:?}");
+        assert!(write < Duration::from_secs(20), "write {write:?}");
+        assert!(read < Duration::from_secs(20), "read {read:?}");
     }
-    let read = started.elapsed();
-    assert_eq!(seen, 100_000);
-    eprintln!("100k changes: write {write:?}, read {read:?}");
-    assert!(write < Duration::from_secs(20), "write {write:?}");
-    assert!(read < Duration::from_secs(20), "read {read:?}");
 }

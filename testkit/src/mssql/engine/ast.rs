@@ -239,6 +239,14 @@ pub enum Securable {
     Database,
 }
 
+/// What a permission statement does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionAction {
+    Grant,
+    Deny,
+    Revoke,
+}
+
 /// Transaction isolation levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isolation {
@@ -308,7 +316,9 @@ pub enum StatementKind {
         name: String,
         login: Option<String>,
     },
+    /// GRANT, DENY or REVOKE.
     Grant {
+        action: PermissionAction,
         permissions: Vec<String>,
         on: Securable,
         to: Vec<String>,
@@ -317,6 +327,10 @@ pub enum StatementKind {
     SetIsolation(Isolation),
     /// `SET NOCOUNT ON` and the like: accepted, no effect on results here.
     SetOption,
+    /// `PRINT expr`: evaluated, its message is not carried by [`Outcome`](crate::mssql::types::Outcome).
+    Print(Expr),
+    /// `SET NOCOUNT ON|OFF`: whether DML reports its row count.
+    SetNoCount(bool),
     Begin,
     Commit,
     Rollback,

@@ -80,6 +80,8 @@ pub struct Grant {
     pub principal_id: i64,
     /// Upper-cased, e.g. `SELECT`, `VIEW CHANGE TRACKING`.
     pub permission: String,
+    /// A DENY, which wins over any GRANT (except for owners and sysadmins).
+    pub deny: bool,
     pub target: GrantTarget,
 }
 
@@ -231,6 +233,12 @@ impl Database {
             .values()
             .find(|t| t.schema_id == sid && ci(&t.name) == lname)
             .map(|t| t.object_id)
+    }
+
+    /// Whether a login may open this database: it has a user here, or the
+    /// database is `master`, where the `guest` user is enabled as in SQL Server.
+    pub fn admits(&self, login: &str) -> bool {
+        self.database_id == 1 || self.user_for_login(login).is_some()
     }
 
     /// The user a login maps to in this database.

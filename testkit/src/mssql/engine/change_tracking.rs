@@ -15,8 +15,9 @@ use std::sync::Arc;
 use imbl::{OrdMap, OrdSet};
 
 use super::catalog::{Database, Table};
+use super::error;
 use super::value::{Key, Row};
-use crate::mssql::types::Value;
+use crate::mssql::types::{SqlError, Value};
 
 /// A row-level change made by a statement, as the storage layer applied it.
 #[derive(Debug, Clone)]
@@ -333,17 +334,18 @@ pub fn encode_mask(columns: &std::collections::BTreeSet<i64>) -> Vec<u8> {
     out
 }
 
-/// `CHANGE_TRACKING_IS_COLUMN_IN_MASK(column_id, mask)`.
-pub fn is_column_in_mask(column_id: i64, mask: &Value) -> Value {
+/// `CHANGE_TRACKING_IS_COLUMN_IN_MASK(column_id, mask)`; a mask that did not come
+/// from CHANGETABLE is Msg 22101.
+pub fn is_column_in_mask(column_id: i64, mask: &Value) -> Result<Value, SqlError> {
     match mask {
         // NULL mask: insert, delete, or every column changed.
-        Value::Null => Value::Bit(true),
-        Value::Binary(bytes) => Value::Bit(
-            bytes
-                .chunks_exact(4)
-                .any(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])) == column_id),
-        ),
-        _ => Value::Bit(false),
+        Value::Null => Ok(Value::Bit(true)),
+        Value::Binary(bytes) if bytes.len() % 4 == 0 => {
+            Ok(Value::Bit(bytes.chunks_exact(4).any(|c| {
+                i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])) == column_id
+            })))
+        }
+        _ => Err(error::invalid_change_columns()),
     }
 }
 

@@ -55,6 +55,8 @@ pub fn parse_type(name: &str, args: &[Option<u32>]) -> Result<SqlType, SqlError>
             }
         }
         "money" => SqlType::Money,
+        // Stored and sent as money; the catalog reports the declared type.
+        "smallmoney" => SqlType::Money,
         "real" => SqlType::Real,
         "float" => SqlType::Float,
         "char" => SqlType::Char(len(1, false, 8000)?.unwrap_or(1)),
@@ -67,6 +69,9 @@ pub fn parse_type(name: &str, args: &[Option<u32>]) -> Result<SqlType, SqlError>
         "date" => SqlType::Date,
         "time" => SqlType::Time(scale_arg(7)?),
         "datetime" => SqlType::DateTime,
+        // Stored and sent as datetime (rounded to the minute); the catalog reports
+        // the declared type.
+        "smalldatetime" => SqlType::DateTime,
         "datetime2" => SqlType::DateTime2(scale_arg(7)?),
         "datetimeoffset" => SqlType::DateTimeOffset(scale_arg(7)?),
         "uniqueidentifier" => SqlType::UniqueIdentifier,
@@ -193,6 +198,8 @@ pub fn system_types() -> Vec<(&'static str, SqlType, i64)> {
         ("float", SqlType::Float, 62),
         ("int", SqlType::Int, 56),
         ("money", SqlType::Money, 60),
+        ("smallmoney", SqlType::Money, 122),
+        ("smalldatetime", SqlType::DateTime, 58),
         ("nchar", SqlType::NChar(4000), 239),
         (
             "numeric",
@@ -216,3 +223,13 @@ pub fn system_types() -> Vec<(&'static str, SqlType, i64)> {
 
 /// `sysname`, the type of names in catalog views.
 pub const SYSNAME: SqlType = SqlType::NVarChar(Some(128));
+
+/// Catalog facts of declared types stored as a wider [`SqlType`]:
+/// (system_type_id, max_length, precision, scale).
+pub fn declared_override(type_name: &str) -> Option<(i64, i64, i64, i64)> {
+    match type_name {
+        "smallmoney" => Some((122, 4, 10, 4)),
+        "smalldatetime" => Some((58, 4, 16, 0)),
+        _ => None,
+    }
+}

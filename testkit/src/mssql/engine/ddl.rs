@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::ast::{ColumnDef, DatabaseOption, ObjectName, PrimaryKeyDef, RetentionUnit, Securable};
+use super::ast::{ColumnDef, DatabaseOption, ObjectName, PermissionAction, PrimaryKeyDef, RetentionUnit, Securable};
 use super::catalog::{ci, ColumnMeta, Database, DatabaseTracking, Grant, GrantTarget, Login, State, Table, User};
 use super::change_tracking::TableTracking;
 use super::error;
@@ -210,6 +210,7 @@ pub fn truncate(state: &mut State, who: &Who<'_>, name: &ObjectName) -> Result<(
     let tracked = db.tables.get(&id).is_some_and(|t| t.tracking.is_some());
     if tracked && db.tracking.is_some() {
         db.ct_version += 1;
+        db.version_times.insert(db.ct_version, who.now_ms);
     }
     let current = db.ct_version;
     if let Some(t) = db.tables.get_mut(&id) {
@@ -249,7 +250,7 @@ pub fn alter_table_tracking(
     let display = format!("{schema}.{}", table.name);
     if enable {
         if !db_tracking {
-            return Err(error::change_tracking_not_enabled_on_database(&db_display));
+            return Err(error::change_tracking_not_enabled_on_database(&db_display, &display));
         }
         if table.tracking.is_some() {
             return Err(error::change_tracking_already_enabled(&display));
@@ -319,6 +320,9 @@ pub fn alter_database(
                     db.tracking = Some(t);
                 }
                 Some(false) => {
+                    if db.tracking.is_none() {
+                        return Err(error::change_tracking_disabled_on_database(&db.name, 1));
+                    }
                     if db.tables.values().any(|t| t.tracking.is_some()) {
                         return Err(error::change_tracking_tables_still_tracked(&db.name));
                     }
@@ -327,13 +331,7 @@ pub fn alter_database(
                 }
                 None => match db.tracking.as_mut() {
                     Some(t) => apply(t),
-                    None => {
-                        return Err(SqlError::new(
-                            22117,
-                            16,
-                            format!("Change tracking is not enabled for database '{}'.", db.name),
-                        ))
-                    }
+                    None => return Err(error::change_tracking_disabled_on_database(&db.name, 2)),
                 },
             }
         }
@@ -409,10 +407,13 @@ const PERMISSIONS: &[&str] = &[
     "CONNECT",
 ];
 
-/// `GRANT perms ON securable TO principals` (idempotent, as in SQL Server).
+/// `GRANT` / `DENY` / `REVOKE perms ON securable TO principals`: each replaces what
+/// the others set for the same principal, permission and securable (REVOKE just
+/// removes), so running a migration twice changes nothing.
 pub fn grant(
     state: &mut State,
     who: &Who<'_>,
+    action: PermissionAction,
     permissions: &[String],
     on: &Securable,
     to: &[String],
@@ -445,14 +446,13 @@ pub fn grant(
             .ok_or_else(|| error::cannot_find_principal("user", principal))?
             .principal_id;
         for p in permissions {
-            let exists = db
-                .grants
-                .iter()
-                .any(|g| g.principal_id == user && &g.permission == p && g.target == target);
-            if !exists {
+            db.grants
+                .retain(|g| !(g.principal_id == user && &g.permission == p && g.target == target));
+            if action != PermissionAction::Revoke {
                 db.grants.push_back(Grant {
                     principal_id: user,
                     permission: p.clone(),
+                    deny: action == PermissionAction::Deny,
                     target: target.clone(),
                 });
             }

@@ -47,22 +47,35 @@ fn writable<'e>(env: &'e Env<'_>, name: &ObjectName, permission: &str) -> Result
     Ok((db, table))
 }
 
-/// Converts and checks a full row for `table`.
+/// Converts and checks a full row for `table`. Names for messages are built only
+/// when a check fails (this runs once per row of every write).
 pub fn check_row(db: &Database, table: &Table, values: Vec<Value>, statement: &str) -> Result<Vec<Value>, SqlError> {
-    let full = full_name(db, table);
     let mut out = Vec::with_capacity(values.len());
     for (v, c) in values.into_iter().zip(table.columns.iter()) {
         let v = coerce(
             v,
             &c.ty,
             &Target {
-                table: &full,
+                table: "",
                 column: &c.name,
             },
-        )?;
+        )
+        .map_err(|e| {
+            if e.number == 2628 {
+                // Name the table in the truncation message.
+                let full = full_name(db, table);
+                SqlError {
+                    message: e.message.replacen("table ''", &format!("table '{full}'"), 1),
+                    ..e
+                }
+            } else {
+                e
+            }
+        })?;
         if matches!(v, Value::Null) && !c.nullable {
-            return Err(error::null_not_allowed(&c.name, &full, statement));
+            return Err(error::null_not_allowed(&c.name, &full_name(db, table), statement));
         }
+        let v = narrow_declared(v, &c.type_name)?;
         out.push(v);
     }
     Ok(out)
@@ -198,4 +211,30 @@ pub fn table_by_text(db: &Database, name: &str) -> Result<i64, SqlError> {
     let parsed = super::parser::parse_object_name(name)?;
     db.table_id(parsed.schema().unwrap_or("dbo"), parsed.object())
         .ok_or_else(|| error::invalid_object(name))
+}
+
+/// Range and precision of declared types stored as a wider type (smallmoney,
+/// smalldatetime).
+fn narrow_declared(v: Value, type_name: &str) -> Result<Value, SqlError> {
+    match (type_name, v) {
+        ("smallmoney", Value::Money(m)) => {
+            if i32::try_from(m).is_err() {
+                return Err(error::arithmetic_overflow("smallmoney"));
+            }
+            Ok(Value::Money(m))
+        }
+        ("smalldatetime", Value::DateTime(d)) => {
+            use chrono::{Duration, NaiveTime, Timelike};
+            let minute = d
+                .date()
+                .and_time(NaiveTime::from_hms_opt(d.hour(), d.minute(), 0).unwrap_or(NaiveTime::MIN));
+            // Rounded to the nearest minute.
+            Ok(Value::DateTime(if d.second() >= 30 {
+                minute + Duration::minutes(1)
+            } else {
+                minute
+            }))
+        }
+        (_, v) => Ok(v),
+    }
 }

@@ -155,13 +155,21 @@ pub fn conversion_failed(from: &str, value: &str, to: &str) -> SqlError {
     )
 }
 
-/// Msg 241/8114-like: a string that does not convert to a date/time or other type.
+/// Msg 241 (date/time from a string) or 8169 (uniqueidentifier from a string).
 pub fn conversion_failed_generic(to: &str) -> SqlError {
+    if to == "uniqueidentifier" {
+        return err(
+            8169,
+            16,
+            2,
+            "Conversion failed when converting from a character string to uniqueidentifier.".into(),
+        );
+    }
     err(
         241,
         16,
         1,
-        format!("Conversion failed when converting date and/or time from character string. (target {to})"),
+        "Conversion failed when converting date and/or time from character string.".into(),
     )
 }
 
@@ -187,13 +195,33 @@ pub fn implicit_conversion(from: &str, to: &str) -> SqlError {
     )
 }
 
-/// Msg 220/8115: a value outside its integer type.
+/// Msg 8115: a value that does not fit its target type.
 pub fn arithmetic_overflow(ty: &str) -> SqlError {
     err(
         8115,
         16,
         2,
         format!("Arithmetic overflow error converting expression to data type {ty}."),
+    )
+}
+
+/// Msg 8115 as worded for a conversion from a known type (`numeric` → `numeric`).
+pub fn arithmetic_overflow_from(from: &str, to: &str) -> SqlError {
+    err(
+        8115,
+        16,
+        8,
+        format!("Arithmetic overflow error converting {from} to data type {to}."),
+    )
+}
+
+/// Msg 220: an integer constant outside tinyint/smallint.
+pub fn integer_overflow(ty: &str, value: i64) -> SqlError {
+    err(
+        220,
+        16,
+        1,
+        format!("Arithmetic overflow error for data type {ty}, value = {value}."),
     )
 }
 
@@ -439,13 +467,46 @@ pub fn change_tracking_already_enabled(name: &str) -> SqlError {
     )
 }
 
-/// Msg 4994: table-level change tracking while the database has it off.
-pub fn change_tracking_not_enabled_on_database(database: &str) -> SqlError {
+/// Msg 1718: table-level change tracking while the database has it off.
+pub fn change_tracking_not_enabled_on_database(database: &str, table: &str) -> SqlError {
     err(
-        4994,
+        1718,
         16,
         1,
-        format!("Change tracking must be enabled on database '{database}' before it can be enabled on table."),
+        format!(
+            "Change tracking must be enabled on database '{database}' before it can be enabled on table '{table}'."
+        ),
+    )
+}
+
+/// Msg 5089: change tracking settings of a database that does not track (state 1
+/// for turning it off, 2 for changing options).
+pub fn change_tracking_disabled_on_database(database: &str, state: u8) -> SqlError {
+    err(
+        5089,
+        16,
+        state,
+        format!("Change tracking is disabled for database '{database}'. Change tracking must be enabled on a database to modify change tracking settings."),
+    )
+}
+
+/// Msg 22109: a context that is not varbinary of at most 128 bytes.
+pub fn invalid_change_tracking_context() -> SqlError {
+    err(
+        22109,
+        16,
+        1,
+        "The \"context\" argument for the CHANGE_TRACKING_CONTEXT WITH clause must be of type varbinary data type with a maximum length of 128.".into(),
+    )
+}
+
+/// Msg 22101: a mask argument that did not come from CHANGETABLE.
+pub fn invalid_change_columns() -> SqlError {
+    err(
+        22101,
+        16,
+        1,
+        "The value supplied for the change_columns argument of CHANGE_TRACKING_IS_COLUMN_IN_MASK function is not valid. The value must be a bitmask returned by the CHANGETABLE(CHANGES ...) function.".into(),
     )
 }
 
@@ -465,7 +526,7 @@ pub fn change_tracking_tables_still_tracked(database: &str) -> SqlError {
         22115,
         16,
         1,
-        format!("Change tracking is enabled for one or more tables in database '{database}'. Disable change tracking on each table before disabling it for the database. Use sys.change_tracking_tables to obtain a list of tables for which change tracking is enabled."),
+        format!("Change tracking is enabled for one or more tables in database '{database}'. Disable change tracking on each table before disabling it for the database. Use the sys.change_tracking_tables catalog view to obtain a list of tables for which change tracking is enabled."),
     )
 }
 

@@ -85,6 +85,7 @@ pub enum Func {
     SysUtcDateTime,
     UserName,
     SuserName,
+    ServerProperty,
     Abs,
 }
 
@@ -565,7 +566,8 @@ impl Bound {
     }
 }
 
-fn arithmetic(op: BinOp, a: Value, b: Value) -> Result<Value, SqlError> {
+/// `a op b` for the arithmetic operators (also used by SUM/AVG).
+pub fn arithmetic(op: BinOp, a: Value, b: Value) -> Result<Value, SqlError> {
     use Value::*;
     if matches!(a, Null) || matches!(b, Null) {
         return Ok(Null);
@@ -585,13 +587,13 @@ fn arithmetic(op: BinOp, a: Value, b: Value) -> Result<Value, SqlError> {
                 if *y == 0 {
                     return Err(error::divide_by_zero());
                 }
-                x / y
+                x.checked_div(*y).ok_or_else(overflow)?
             }
             _ => {
                 if *y == 0 {
                     return Err(error::divide_by_zero());
                 }
-                x % y
+                x.checked_rem(*y).ok_or_else(overflow)?
             }
         })),
         _ => {

@@ -19,7 +19,7 @@ pub fn bind_call(name: &str, args: &[Expr], scope: &Scope, env: &Env<'_>) -> Res
     let (func, arity, ty, nullable): (Func, &[usize], SqlType, bool) = match name {
         "OBJECT_ID" => (Func::ObjectId, &[1, 2], SqlType::Int, true),
         "OBJECT_NAME" => (Func::ObjectName, &[1, 2], SYSNAME, true),
-        "DB_ID" => (Func::DbId, &[0, 1], SqlType::SmallInt, true),
+        "DB_ID" => (Func::DbId, &[0, 1], SqlType::Int, true),
         "DB_NAME" => (Func::DbName, &[0, 1], SYSNAME, true),
         "SCHEMA_NAME" => (Func::SchemaName, &[0, 1], SYSNAME, true),
         "HAS_PERMS_BY_NAME" => (Func::HasPermsByName, &[3, 4, 5], SqlType::Int, true),
@@ -39,6 +39,7 @@ pub fn bind_call(name: &str, args: &[Expr], scope: &Scope, env: &Env<'_>) -> Res
         "SYSUTCDATETIME" => (Func::SysUtcDateTime, &[0], SqlType::DateTime2(7), false),
         "USER_NAME" => (Func::UserName, &[0], SYSNAME, true),
         "SUSER_NAME" | "SUSER_SNAME" => (Func::SuserName, &[0], SYSNAME, true),
+        "SERVERPROPERTY" => (Func::ServerProperty, &[1], SqlType::NVarChar(Some(128)), true),
         _ => return Err(error::unknown_function(name)),
     };
     if func == Func::Coalesce {
@@ -214,7 +215,7 @@ pub fn call(f: Func, args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
             None => Value::Null,
         },
         Func::CtIsColumnInMask => match args.first().and_then(int_arg) {
-            Some(id) => change_tracking::is_column_in_mask(id, args.get(1).unwrap_or(&Value::Null)),
+            Some(id) => change_tracking::is_column_in_mask(id, args.get(1).unwrap_or(&Value::Null))?,
             None => Value::Null,
         },
         Func::IsNull | Func::Coalesce => args
@@ -250,6 +251,18 @@ pub fn call(f: Func, args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
             None => Value::String("guest".into()),
         },
         Func::SuserName => Value::String(env.login.into()),
+        Func::ServerProperty => {
+            let name = args.first().and_then(str_arg).unwrap_or("").to_ascii_lowercase();
+            match name.as_str() {
+                "productversion" => Value::String("16.0.1000.6".into()),
+                "productmajorversion" => Value::String("16".into()),
+                "edition" => Value::String("Developer Edition (64-bit)".into()),
+                "engineedition" => Value::String("3".into()),
+                "servername" | "machinename" => Value::String(env.server_name.into()),
+                "collation" => Value::String("SQL_Latin1_General_CP1_CI_AS".into()),
+                _ => Value::Null,
+            }
+        }
     })
 }
 
@@ -285,7 +298,8 @@ fn has_perms_by_name(args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
             let user = db.user_for_login(env.login);
             Ok(Value::Int(i64::from(user.is_some_and(|u| {
                 db.grants.iter().any(|g| {
-                    g.principal_id == u.principal_id
+                    !g.deny
+                        && g.principal_id == u.principal_id
                         && g.permission == permission
                         && matches!(g.target, GrantTarget::Schema(id) if id == schema.schema_id)
                 })
@@ -303,7 +317,8 @@ fn has_perms_by_name(args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
             Ok(Value::Int(i64::from(user.is_some_and(|u| {
                 permission == "CONNECT"
                     || db.grants.iter().any(|g| {
-                        g.principal_id == u.principal_id
+                        !g.deny
+                            && g.principal_id == u.principal_id
                             && g.permission == permission
                             && g.target == GrantTarget::Database
                     })

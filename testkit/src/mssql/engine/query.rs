@@ -10,6 +10,7 @@
 
 use std::cmp::Ordering;
 
+use super::aggregate;
 use super::ast::{BinOp, Expr, JoinKind, OrderItem, Query, Select, SelectItem, TableRef};
 use super::catalog::{ci, Database, Table};
 use super::change_tracking::{self, TableTracking};
@@ -228,6 +229,34 @@ enum Access {
     Full,
     From(Key),
     Point(Vec<Bound>),
+    /// CHANGETABLE rows up to this SYS_CHANGE_VERSION (they come in version order,
+    /// so the scan stops there instead of filtering the rest).
+    UpToVersion(i64),
+}
+
+/// An upper bound on column 0 (`SYS_CHANGE_VERSION`) implied by an AND-only filter.
+fn version_upper_bound(filter: Option<&Bound>) -> Option<i64> {
+    let f = filter?;
+    if f.disjuncts().len() != 1 {
+        return None;
+    }
+    let mut best: Option<i64> = None;
+    for c in f.conjuncts() {
+        let Bound::Bin(op, a, b) = c else {
+            continue;
+        };
+        let bound = match (op, a.as_ref(), b.as_ref()) {
+            (BinOp::Le | BinOp::Eq, Bound::Col(0), Bound::Const(Value::Int(v)))
+            | (BinOp::Ge | BinOp::Eq, Bound::Const(Value::Int(v)), Bound::Col(0)) => Some(*v),
+            (BinOp::Lt, Bound::Col(0), Bound::Const(Value::Int(v)))
+            | (BinOp::Gt, Bound::Const(Value::Int(v)), Bound::Col(0)) => Some(v.saturating_sub(1)),
+            _ => None,
+        };
+        if let Some(v) = bound {
+            best = Some(best.map_or(v, |b| b.min(v)));
+        }
+    }
+    best
 }
 
 struct Plan<'s> {
@@ -351,7 +380,7 @@ impl Plan<'_> {
                         }
                     }
                 }
-                Access::Full => {
+                Access::Full | Access::UpToVersion(_) => {
                     for row in t.rows.values() {
                         if !emit(row, &mut buf)? {
                             break;
@@ -360,7 +389,14 @@ impl Plan<'_> {
                 }
             },
             Rows::Changes { tracking, since } => {
+                let upper = match self.access {
+                    Access::UpToVersion(v) => v,
+                    _ => i64::MAX,
+                };
                 for c in change_tracking::changes_since(tracking, *since) {
+                    if c.version > upper {
+                        break;
+                    }
                     let values = change_values(c);
                     if !emit(&values, &mut buf)? {
                         break;
@@ -635,6 +671,15 @@ fn run_select(
         offsets.push(scope.columns.len());
         scope.columns.extend(s.columns.iter().cloned());
     }
+    // The inner side of an outer join yields NULLs, whatever its columns declare.
+    for (k, spec) in join_specs.iter().enumerate() {
+        if spec.kind == JoinKind::Left {
+            let level = k + 1;
+            for c in &mut scope.columns[offsets[level]..offsets[level] + sources[level].columns.len()] {
+                c.nullable = true;
+            }
+        }
+    }
     // ON clauses are bound against the sources joined so far (SQL Server's rule).
     let mut joins = Vec::new();
     for (k, spec) in join_specs.iter().enumerate() {
@@ -670,6 +715,42 @@ fn run_select(
         Some(f) => Some(bind(f, &scope, env)?.bound),
         None => None,
     };
+    if aggregate::is_aggregate(select) {
+        let mut agg = aggregate::prepare(select, &scope, env)?;
+        let top = eval_top(select, env)?;
+        let plan = Plan {
+            access: match sources.first().map(|s| &s.rows) {
+                Some(Rows::Table(t)) => table_access(filter.as_ref(), &t.primary_key),
+                Some(Rows::Changes { .. }) => {
+                    version_upper_bound(filter.as_ref()).map_or(Access::Full, Access::UpToVersion)
+                }
+                _ => Access::Full,
+            },
+            sources,
+            joins,
+            filter,
+        };
+        if plan.sources.is_empty() {
+            let pass = match &plan.filter {
+                Some(f) => truthy(&f.eval(&[], env)?),
+                None => true,
+            };
+            if pass {
+                agg.feed(&[], env)?;
+            }
+        } else {
+            plan.scan(env, &mut |row| {
+                agg.feed(row, env)?;
+                Ok(true)
+            })?;
+        }
+        let columns = agg.columns.clone();
+        let row = agg.finish(env)?;
+        return Ok(ResultSet {
+            columns,
+            rows: if top == Some(0) { vec![] } else { vec![row] },
+        });
+    }
     let projection = project(select, &scope, env)?;
     let order = bind_order(order_by, select, &scope, &projection, env)?;
     let mut top = eval_top(select, env)?;
@@ -697,7 +778,8 @@ fn run_select(
     }
     let access = match &sources[0].rows {
         Rows::Table(t) => table_access(filter.as_ref(), &t.primary_key),
-        _ => Access::Full,
+        Rows::Changes { .. } => version_upper_bound(filter.as_ref()).map_or(Access::Full, Access::UpToVersion),
+        Rows::Materialized(_) => Access::Full,
     };
     let natural = &sources[0].natural_order;
     let presorted = order.len() <= natural.len()
@@ -764,8 +846,26 @@ fn compare_keys(a: &[Value], b: &[Value], order: &[(Bound, bool)]) -> Ordering {
     Ordering::Equal
 }
 
-/// Runs a query (SELECTs joined by UNION ALL, then ORDER BY).
+/// Runs a query (SELECTs joined by UNION ALL, then ORDER BY); every value has its
+/// column's type family.
 pub fn run(query: &Query, env: &Env<'_>) -> Result<ResultSet, SqlError> {
+    let mut rs = run_unconformed(query, env)?;
+    for row in &mut rs.rows {
+        for (v, c) in row.iter_mut().zip(rs.columns.iter_mut()) {
+            if !super::value::fits_family(v, &c.ty) {
+                *v = super::value::conform(std::mem::replace(v, Value::Null), &c.ty)?;
+            }
+            // The wire layer encodes NOT NULL columns with fixed-length types; a
+            // NULL there would be unencodable, so the metadata must admit it.
+            if matches!(v, Value::Null) {
+                c.nullable = true;
+            }
+        }
+    }
+    Ok(rs)
+}
+
+fn run_unconformed(query: &Query, env: &Env<'_>) -> Result<ResultSet, SqlError> {
     if query.branches.len() == 1 {
         return run_select(&query.branches[0], &query.order_by, None, env);
     }
@@ -884,7 +984,7 @@ pub fn matching_rows(table: &Table, filter: Option<&Bound>, env: &Env<'_>) -> Re
                 check(key, row)?;
             }
         }
-        Access::Full => {
+        Access::Full | Access::UpToVersion(_) => {
             for (key, row) in table.rows.iter() {
                 check(key, row)?;
             }

@@ -19,7 +19,7 @@ pub fn has_table_permission(env: &Env<'_>, db: &Database, table: &Table, permiss
     if user.principal_id == 1 {
         return true;
     }
-    db.grants.iter().any(|g| {
+    let applies = |g: &&super::catalog::Grant| {
         g.principal_id == user.principal_id
             && (g.permission == permission || g.permission == "CONTROL")
             && match g.target {
@@ -27,7 +27,15 @@ pub fn has_table_permission(env: &Env<'_>, db: &Database, table: &Table, permiss
                 GrantTarget::Schema(id) => id == table.schema_id,
                 GrantTarget::Database => true,
             }
-    })
+    };
+    let mut granted = false;
+    for g in db.grants.iter().filter(applies) {
+        if g.deny {
+            return false;
+        }
+        granted = true;
+    }
+    granted
 }
 
 /// Whether any permission makes the table's metadata visible.
@@ -42,7 +50,8 @@ pub fn can_see_table(env: &Env<'_>, db: &Database, table: &Table) -> bool {
         return true;
     }
     db.grants.iter().any(|g| {
-        g.principal_id == user.principal_id
+        !g.deny
+            && g.principal_id == user.principal_id
             && match g.target {
                 GrantTarget::Object(id) => id == table.object_id,
                 GrantTarget::Schema(id) => id == table.schema_id,

@@ -24,7 +24,11 @@ struct Inner {
     state: Mutex<State>,
     clock_offset_ms: AtomicU64,
     next_spid: AtomicI64,
+    /// Bumped under the state lock each time a new committed state is published.
+    generation: AtomicU64,
     server_name: String,
+    /// Injected failures: (text the batch must contain, error), consumed in order.
+    faults: Mutex<std::collections::VecDeque<(String, SqlError)>>,
 }
 
 /// An in-memory SQL Server with Change Tracking. Cheap to clone (an `Arc`).
@@ -65,7 +69,9 @@ impl Engine {
                 state: Mutex::new(State::new(password, now)),
                 clock_offset_ms: AtomicU64::new(0),
                 next_spid: AtomicI64::new(51),
+                generation: AtomicU64::new(0),
                 server_name: "TESTKIT-MSSQL".into(),
+                faults: Mutex::new(std::collections::VecDeque::new()),
             }),
         }
     }
@@ -79,6 +85,13 @@ impl Engine {
         self.lock().clone()
     }
 
+    /// A copy of the committed state with its generation (bumped by every publish),
+    /// so a READ COMMITTED transaction can tell whether its private view is stale.
+    pub(super) fn committed_with_generation(&self) -> (State, u64) {
+        let guard = self.lock();
+        (guard.clone(), self.inner.generation.load(Ordering::Relaxed))
+    }
+
     /// Runs `f` on a copy of the committed state under the lock and publishes the
     /// copy only if `f` succeeds: statement-level atomicity.
     pub(super) fn mutate<R>(&self, f: impl FnOnce(&mut State) -> Result<R, SqlError>) -> Result<R, SqlError> {
@@ -86,6 +99,7 @@ impl Engine {
         let mut work = guard.clone();
         let r = f(&mut work)?;
         *guard = work;
+        self.inner.generation.fetch_add(1, Ordering::Relaxed);
         Ok(r)
     }
 
@@ -99,6 +113,7 @@ impl Engine {
         wall_ms().saturating_add(self.inner.clock_offset_ms.load(Ordering::Relaxed))
     }
 
+    /// The engine clock as a date-time (GETDATE and catalog dates).
     pub(super) fn now(&self) -> NaiveDateTime {
         DateTime::from_timestamp_millis(i64::try_from(self.now_ms()).unwrap_or(0))
             .map(|d| d.naive_utc())
@@ -140,7 +155,8 @@ impl Engine {
 
     /// Fast path for benchmarks and workloads: runs `f` as one committed transaction
     /// (one change-tracking version for all its changes), without SQL parsing. If
-    /// `f` fails nothing is committed.
+    /// `f` fails nothing is committed. `f` runs under the engine lock, so it must not
+    /// call back into the engine (that would deadlock); other sessions wait for it.
     pub fn transaction<R>(
         &self,
         database: &str,
@@ -188,6 +204,28 @@ impl Engine {
         });
     }
 
+    /// Fault injection: the next `n` batches whose text contains `needle`
+    /// (case-insensitive) fail with `error` before running, and any open transaction
+    /// of their session is rolled back — as SQL Server does to a deadlock victim (1205)
+    /// or on a snapshot update conflict (3960).
+    pub fn fail_next_batches_matching(&self, needle: &str, n: usize, error: SqlError) {
+        let mut faults = self.inner.faults.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..n {
+            faults.push_back((needle.to_lowercase(), error.clone()));
+        }
+    }
+
+    /// The error to fail this batch with, if a fault was injected for it.
+    pub(super) fn take_fault(&self, sql: &str) -> Option<SqlError> {
+        let mut faults = self.inner.faults.lock().unwrap_or_else(|e| e.into_inner());
+        if faults.is_empty() {
+            return None;
+        }
+        let lower = sql.to_lowercase();
+        let at = faults.iter().position(|(needle, _)| lower.contains(needle.as_str()))?;
+        faults.remove(at).map(|(_, e)| e)
+    }
+
     /// `CHANGE_TRACKING_CURRENT_VERSION()` of `database` (`None` when change
     /// tracking is off or the database does not exist).
     pub fn current_version(&self, database: &str) -> Option<i64> {
@@ -218,7 +256,7 @@ impl Backend for Engine {
         let db = state
             .database(dbname)
             .ok_or_else(|| error::cannot_open_database(dbname))?;
-        if !login.sysadmin && db.user_for_login(&login.name).is_none() {
+        if !login.sysadmin && !db.admits(&login.name) {
             return Err(error::cannot_open_database(dbname));
         }
         Ok(Session::new(
@@ -308,21 +346,24 @@ impl Txn<'_> {
             return Err(error::insert_value_count());
         }
         let values = dml::check_row(db, t, row, "INSERT")?;
-        let schema = db.schema_name(t.schema_id).unwrap_or("dbo").to_string();
-        let t = db.tables.get_mut(&id).ok_or_else(|| error::invalid_object(table))?;
-        let key = if t.primary_key.is_empty() {
-            t.next_row_id += 1;
-            Key::new(vec![Value::Int(t.next_row_id - 1)])
-        } else {
-            t.key_of(&values)
-        };
-        if t.rows.contains_key(&key) {
-            return Err(error::duplicate_key(
-                t.pk_name.as_deref().unwrap_or("PK"),
-                &format!("{schema}.{}", t.name),
-                &key.display(),
-            ));
+        let key = (!t.primary_key.is_empty()).then(|| t.key_of(&values));
+        if let Some(k) = &key {
+            if t.rows.contains_key(k) {
+                return Err(error::duplicate_key(
+                    t.pk_name.as_deref().unwrap_or("PK"),
+                    &format!("{}.{}", db.schema_name(t.schema_id).unwrap_or("dbo"), t.name),
+                    &k.display(),
+                ));
+            }
         }
+        let t = db.tables.get_mut(&id).ok_or_else(|| error::invalid_object(table))?;
+        let key = match key {
+            Some(k) => k,
+            None => {
+                t.next_row_id += 1;
+                Key::new(vec![Value::Int(t.next_row_id - 1)])
+            }
+        };
         let row: Row = Row::from(values);
         t.rows.insert(key.clone(), row.clone());
         self.ops.push(Op {
@@ -353,18 +394,19 @@ impl Txn<'_> {
             changed.push(i);
         }
         let values = dml::check_row(db, t, values, "UPDATE")?;
-        let schema = db.schema_name(t.schema_id).unwrap_or("dbo").to_string();
-        let t = db.tables.get_mut(&id).ok_or_else(|| error::invalid_object(table))?;
         let new_key = t.key_of(&values);
         if new_key != old_key && t.rows.contains_key(&new_key) {
             return Err(error::duplicate_key(
                 t.pk_name.as_deref().unwrap_or("PK"),
-                &format!("{schema}.{}", t.name),
+                &format!("{}.{}", db.schema_name(t.schema_id).unwrap_or("dbo"), t.name),
                 &new_key.display(),
             ));
         }
+        let t = db.tables.get_mut(&id).ok_or_else(|| error::invalid_object(table))?;
         let row: Row = Row::from(values);
-        t.rows.remove(&old_key);
+        if new_key != old_key {
+            t.rows.remove(&old_key);
+        }
         t.rows.insert(new_key.clone(), row.clone());
         self.ops.push(Op {
             table: id,

@@ -7,11 +7,11 @@
 //! COMMIT as one change-tracking version. A SNAPSHOT transaction keeps the copy it
 //! took at its first statement, so its reads see the state as of that moment.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::ast::{Isolation, Statement, StatementKind};
 use super::catalog::{ci, State};
-use super::change_tracking::{self, Op};
+use super::change_tracking::{self, Op, RowChange};
 use super::ddl::{self, Who};
 use super::dml::{self, Planned};
 use super::env::Env;
@@ -21,7 +21,7 @@ use super::parser::parse_batch;
 use super::query;
 use super::server::Engine;
 use super::storage;
-use super::value::{coerce, Target};
+use super::value::{coerce, Key, Target};
 use crate::mssql::types::{BackendSession, Outcome, Param, SqlError, Value};
 
 /// The writes of one statement inside an explicit transaction.
@@ -36,6 +36,11 @@ struct Transaction {
     depth: i64,
     /// The private state: the snapshot (SNAPSHOT) or the last rebuilt view.
     private: Option<State>,
+    /// The committed state a SNAPSHOT transaction started from, to detect update
+    /// conflicts (Msg 3960) at commit.
+    base: Option<State>,
+    /// The committed generation the READ COMMITTED private view was built from.
+    generation: u64,
     writes: Vec<Pending>,
 }
 
@@ -49,9 +54,12 @@ pub struct Session {
     txn: Option<Transaction>,
     vars: HashMap<String, Value>,
     spid: i64,
+    /// `SET NOCOUNT ON`: DML outcomes carry no row count.
+    nocount: bool,
 }
 
 impl Session {
+    /// A session for an authenticated login in `database`.
     pub(super) fn new(engine: Engine, login: String, sysadmin: bool, database: String, spid: i64) -> Self {
         Self {
             engine,
@@ -62,6 +70,7 @@ impl Session {
             txn: None,
             vars: HashMap::new(),
             spid,
+            nocount: false,
         }
     }
 
@@ -78,11 +87,20 @@ impl Session {
             Some(t) => {
                 if t.snapshot {
                     if t.private.is_none() {
-                        t.private = Some(self.engine.committed());
+                        let snapshot = self.engine.committed();
+                        t.base = Some(snapshot.clone());
+                        t.private = Some(snapshot);
                     }
                     t.private.clone().unwrap_or_else(|| self.engine.committed())
                 } else {
-                    let mut state = self.engine.committed();
+                    let (mut state, generation) = self.engine.committed_with_generation();
+                    if let Some(private) = &t.private {
+                        if t.generation == generation {
+                            // Nothing committed since the view was built: it is current.
+                            return private.clone();
+                        }
+                    }
+                    t.generation = generation;
                     for w in &t.writes {
                         let mut changes = w.planned.changes.clone();
                         let _ = storage::apply(
@@ -109,7 +127,12 @@ impl Session {
             sysadmin: self.sysadmin,
             vars: &self.vars,
             server_name: self.engine.server_name(),
-            snapshot_txn: self.txn.as_ref().is_some_and(|t| t.snapshot),
+            // Outside an explicit transaction each statement is its own transaction
+            // at the session's isolation level.
+            snapshot_txn: self
+                .txn
+                .as_ref()
+                .map_or(self.isolation == Isolation::Snapshot, |t| t.snapshot),
             now: self.engine.now(),
             spid: self.spid,
             trancount: self.txn.as_ref().map_or(0, |t| t.depth),
@@ -166,7 +189,7 @@ impl Session {
                 t.private = Some(state);
                 t.writes.push(Pending { planned, context });
             }
-            return Ok(vec![Outcome::Done { row_count: Some(count) }]);
+            return Ok(vec![self.dml_done(count)]);
         }
         let now_ms = self.engine.now_ms();
         let count = {
@@ -195,7 +218,13 @@ impl Session {
                 Ok(count)
             })?
         };
-        Ok(vec![Outcome::Done { row_count: Some(count) }])
+        Ok(vec![self.dml_done(count)])
+    }
+
+    fn dml_done(&self, count: u64) -> Outcome {
+        Outcome::Done {
+            row_count: (!self.nocount).then_some(count),
+        }
     }
 
     fn commit(&mut self) -> Result<(), SqlError> {
@@ -208,10 +237,14 @@ impl Session {
         let now_ms = self.engine.now_ms();
         self.engine.mutate(|state| {
             let mut per_db: Vec<(String, Vec<Op>)> = Vec::new();
+            let mut touched: BTreeSet<(i64, Key)> = BTreeSet::new();
             for w in t.writes {
                 let mut changes = w.planned.changes;
                 let db = w.planned.database;
                 let table = w.planned.table_id;
+                if let Some(base) = &t.base {
+                    check_conflicts(state, base, &db, table, &changes, &mut touched)?;
+                }
                 storage::apply(state, &db, table, &mut changes, &|| {
                     error::snapshot_update_conflict(&table.to_string(), &db)
                 })?;
@@ -255,18 +288,8 @@ impl Session {
                 let v = self.eval_scalar(context)?;
                 let ctx = match v {
                     Value::Null => None,
-                    Value::Binary(b) => {
-                        if b.len() > 128 {
-                            return Err(SqlError::new(8152, 16, "String or binary data would be truncated."));
-                        }
-                        Some(std::sync::Arc::from(b))
-                    }
-                    other => {
-                        return Err(error::implicit_conversion(
-                            super::value::family_name(&other),
-                            "varbinary",
-                        ))
-                    }
+                    Value::Binary(b) if b.len() <= 128 => Some(std::sync::Arc::from(b)),
+                    _ => return Err(error::invalid_change_tracking_context()),
                 };
                 self.dml(&statement.kind, ctx)
             }
@@ -305,13 +328,18 @@ impl Session {
             StatementKind::CreateUser { name, login } => {
                 self.ddl(|s, w| ddl::create_user(s, w, name, login.as_deref()))
             }
-            StatementKind::Grant { permissions, on, to } => self.ddl(|s, w| ddl::grant(s, w, permissions, on, to)),
+            StatementKind::Grant {
+                action,
+                permissions,
+                on,
+                to,
+            } => self.ddl(|s, w| ddl::grant(s, w, *action, permissions, on, to)),
             StatementKind::Use(db) => {
                 let state = self.engine.committed();
                 let Some(d) = state.database(db) else {
                     return Err(error::database_not_found(db));
                 };
-                if !self.sysadmin && d.user_for_login(&self.login).is_none() {
+                if !self.sysadmin && !d.admits(&self.login) {
                     return Err(error::cannot_access_database(&self.login, &d.name));
                 }
                 self.database = d.name.clone();
@@ -322,6 +350,22 @@ impl Session {
                 done()
             }
             StatementKind::SetOption => done(),
+            StatementKind::ExecString(sql) => {
+                let statements = parse_batch(sql)?;
+                let mut out = Vec::new();
+                for s in &statements {
+                    out.extend(self.statement(s)?);
+                }
+                Ok(out)
+            }
+            StatementKind::Print(e) => {
+                self.eval_scalar(e)?;
+                done()
+            }
+            StatementKind::SetNoCount(on) => {
+                self.nocount = *on;
+                done()
+            }
             StatementKind::Begin => {
                 match self.txn.as_mut() {
                     Some(t) => t.depth += 1,
@@ -330,6 +374,8 @@ impl Session {
                             snapshot: self.isolation == Isolation::Snapshot,
                             depth: 1,
                             private: None,
+                            base: None,
+                            generation: 0,
                             writes: Vec::new(),
                         })
                     }
@@ -362,14 +408,6 @@ impl Session {
                 } else {
                     done()
                 }
-            }
-            StatementKind::ExecString(sql) => {
-                let statements = parse_batch(sql)?;
-                let mut out = Vec::new();
-                for s in &statements {
-                    out.extend(self.statement(s)?);
-                }
-                Ok(out)
             }
             StatementKind::Block(stmts) => {
                 let mut out = Vec::new();
@@ -410,12 +448,60 @@ impl Session {
     }
 }
 
+/// Msg 3960: a SNAPSHOT transaction updating or deleting a row that another
+/// transaction changed after the snapshot was taken.
+fn check_conflicts(
+    committed: &State,
+    base: &State,
+    database: &str,
+    table: i64,
+    changes: &[RowChange],
+    touched: &mut BTreeSet<(i64, Key)>,
+) -> Result<(), SqlError> {
+    let now = committed.database(database).and_then(|d| d.tables.get(&table));
+    let then = base.database(database).and_then(|d| d.tables.get(&table));
+    let (Some(now), Some(then)) = (now, then) else {
+        return Ok(());
+    };
+    for change in changes {
+        let (old, new) = match change {
+            RowChange::Update { old_key, key, .. } => (Some(old_key), key),
+            RowChange::Delete { key } => (Some(key), key),
+            RowChange::Insert { key, .. } => (None, key),
+        };
+        if let Some(old) = old {
+            if !touched.contains(&(table, old.clone())) {
+                let same = match (now.rows.get(old), then.rows.get(old)) {
+                    (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+                    _ => false,
+                };
+                if !same {
+                    return Err(error::snapshot_update_conflict(
+                        &format!(
+                            "{}.{}",
+                            committed
+                                .database(database)
+                                .and_then(|d| d.schema_name(now.schema_id))
+                                .unwrap_or("dbo"),
+                            now.name
+                        ),
+                        database,
+                    ));
+                }
+            }
+            touched.insert((table, old.clone()));
+        }
+        touched.insert((table, new.clone()));
+    }
+    Ok(())
+}
+
 /// Records an autocommitted statement's changes in change tracking.
 fn record(
     state: &mut State,
     database: &str,
     table: i64,
-    changes: Vec<super::change_tracking::RowChange>,
+    changes: Vec<RowChange>,
     context: Option<std::sync::Arc<[u8]>>,
     now_ms: u64,
 ) {
@@ -438,6 +524,10 @@ impl BackendSession for Session {
     }
 
     fn execute(&mut self, sql: &str, params: &[Param]) -> Vec<Outcome> {
+        if let Some(e) = self.engine.take_fault(sql) {
+            self.txn = None;
+            return vec![Outcome::Error(e)];
+        }
         let statements = match parse_batch(sql) {
             Ok(s) => s,
             Err(e) => return vec![Outcome::Error(e)],

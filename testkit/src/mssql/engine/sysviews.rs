@@ -59,7 +59,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 .state
                 .databases
                 .values()
-                .filter(|d| env.sysadmin || d.user_for_login(env.login).is_some() || d.name == "master")
+                // VIEW ANY DATABASE is granted to public: every login sees every database.
                 .map(|d| {
                     vec![
                         s(&d.name),
@@ -198,7 +198,15 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 .filter(|t| security::can_see_table(env, db, t))
                 .flat_map(|t| {
                     t.columns.iter().enumerate().map(move |(k, c)| {
-                        let id = type_id_of(&c.ty, &c.type_name);
+                        let (id, max_len, prec, scale) = match datatype::declared_override(&c.type_name) {
+                            Some(o) => o,
+                            None => (
+                                type_id_of(&c.ty, &c.type_name),
+                                datatype::max_length(&c.ty),
+                                datatype::precision(&c.ty),
+                                datatype::scale(&c.ty),
+                            ),
+                        };
                         let text = matches!(
                             c.ty,
                             SqlType::Char(_) | SqlType::VarChar(_) | SqlType::NChar(_) | SqlType::NVarChar(_)
@@ -209,9 +217,9 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                             i(k as i64 + 1),
                             i(id),
                             i(id),
-                            i(datatype::max_length(&c.ty)),
-                            i(datatype::precision(&c.ty)),
-                            i(datatype::scale(&c.ty)),
+                            i(max_len),
+                            i(prec),
+                            i(scale),
                             if text {
                                 s("SQL_Latin1_General_CP1_CI_AS")
                             } else {
@@ -243,15 +251,23 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 .into_iter()
                 .map(|(name, ty, user_type_id)| {
                     let system_type_id = if user_type_id == 256 { 231 } else { user_type_id };
+                    let (max_len, prec, scale) = match datatype::declared_override(name) {
+                        Some((_, m, p, sc)) => (m, p, sc),
+                        None => (
+                            datatype::max_length(&ty),
+                            datatype::precision(&ty),
+                            datatype::scale(&ty),
+                        ),
+                    };
                     vec![
                         s(name),
                         i(system_type_id),
                         i(user_type_id),
                         i(4),
                         Value::Null,
-                        i(datatype::max_length(&ty)),
-                        i(datatype::precision(&ty)),
-                        i(datatype::scale(&ty)),
+                        i(max_len),
+                        i(prec),
+                        i(scale),
                         Value::Null,
                         b(true),
                         b(false),

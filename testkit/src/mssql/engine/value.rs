@@ -459,7 +459,11 @@ pub fn coerce(v: Value, ty: &SqlType, target: &Target<'_>) -> Result<Value, SqlE
                 other => return Err(error::operand_clash(family_name(&other), name)),
             };
             if i < lo || i > hi {
-                return Err(error::arithmetic_overflow(name));
+                return Err(if matches!(ty, SqlType::TinyInt | SqlType::SmallInt) {
+                    error::integer_overflow(name, i)
+                } else {
+                    error::arithmetic_overflow(name)
+                });
             }
             Ok(Value::Int(i))
         }
@@ -478,9 +482,10 @@ pub fn coerce(v: Value, ty: &SqlType, target: &Target<'_>) -> Result<Value, SqlE
                 }
                 other => return Err(error::operand_clash(family_name(&other), tyname)),
             };
+            let from = if s == 0 { "int" } else { "numeric" };
             let value = rescale(value, s, *scale);
             if value.unsigned_abs() >= 10u128.pow(u32::from(*precision)) {
-                return Err(error::arithmetic_overflow("numeric"));
+                return Err(error::arithmetic_overflow_from(from, "numeric"));
             }
             Ok(Value::Decimal { value, scale: *scale })
         }
@@ -653,4 +658,47 @@ fn to_bytes(v: Value, target: &str) -> Result<Vec<u8>, SqlError> {
             .unwrap_or_else(|_| i.to_be_bytes().to_vec())),
         other => Err(error::implicit_conversion(family_name(&other), target)),
     }
+}
+
+/// Whether a value already has the family its column type promises the wire layer.
+pub fn fits_family(v: &Value, ty: &SqlType) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bit(_) => matches!(ty, SqlType::Bit),
+        Value::Int(_) => matches!(
+            ty,
+            SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt
+        ),
+        Value::Decimal { scale, .. } => {
+            matches!(ty, SqlType::Decimal { scale: s, .. } if s == scale)
+        }
+        Value::Money(_) => matches!(ty, SqlType::Money),
+        Value::Float(_) => matches!(ty, SqlType::Float | SqlType::Real),
+        Value::String(_) => matches!(
+            ty,
+            SqlType::Char(_) | SqlType::VarChar(_) | SqlType::NChar(_) | SqlType::NVarChar(_)
+        ),
+        Value::Binary(_) => matches!(ty, SqlType::Binary(_) | SqlType::VarBinary(_)),
+        Value::Date(_) => matches!(ty, SqlType::Date),
+        Value::Time(_) => matches!(ty, SqlType::Time(_)),
+        Value::DateTime(_) => matches!(ty, SqlType::DateTime | SqlType::DateTime2(_)),
+        Value::DateTimeOffset(_) => matches!(ty, SqlType::DateTimeOffset(_)),
+        Value::Guid(_) => matches!(ty, SqlType::UniqueIdentifier),
+    }
+}
+
+/// Converts a result value to its column's type when its family differs (CASE
+/// branches, ISNULL, UNION ALL columns of mixed types), as SQL Server does by data
+/// type precedence. Lengths are not enforced here.
+pub fn conform(v: Value, ty: &SqlType) -> Result<Value, SqlError> {
+    if fits_family(&v, ty) {
+        return Ok(v);
+    }
+    let relaxed = match ty {
+        SqlType::Char(_) | SqlType::NChar(_) | SqlType::VarChar(_) => SqlType::VarChar(None),
+        SqlType::NVarChar(_) => SqlType::NVarChar(None),
+        SqlType::Binary(_) | SqlType::VarBinary(_) => SqlType::VarBinary(None),
+        other => other.clone(),
+    };
+    coerce(v, &relaxed, &Target { table: "", column: "" })
 }
