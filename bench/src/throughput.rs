@@ -193,7 +193,7 @@ pub async fn run(exe: &Path, size: &Size, tables: usize, section: &mut Section) 
     );
     section.add(
         &label,
-        "  same, without the per-column CHANGE_TRACKING_IS_COLUMN_IN_MASK flags (rows/s)",
+        "  raw read without the per-column CHANGE_TRACKING_IS_COLUMN_IN_MASK flags (rows/s)",
         thousands(raw_unmasked.rows_per_sec),
     );
     let ratio = backlog.rate() / raw.rows_per_sec;
@@ -204,7 +204,11 @@ pub async fn run(exe: &Path, size: &Size, tables: usize, section: &mut Section) 
         "≥ 0.6",
         ratio >= GOAL_RATIO,
     );
-    section.add(&label, "sidecar (live) / raw read", format!("{:.2}", live.rate() / raw.rows_per_sec));
+    section.add(
+        &label,
+        "sidecar (live) / raw read",
+        format!("{:.2}", live.rate() / raw.rows_per_sec),
+    );
     section.add(
         &label,
         "limit: Redis PUBLISH of the same payloads, one at a time (changes/s)",
