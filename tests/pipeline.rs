@@ -910,3 +910,24 @@ async fn a_deadlock_victim_read_is_retried_without_loss_or_duplicates() {
     assert!(sidecar.metric("cdc_sidecar_source_errors_total{kind=\"server\"}") >= 2.0);
     sidecar.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_columns_are_exact_on_tables_wider_than_one_mask_word() {
+    let h = Harness::start().await;
+    let cols: Vec<String> = (1..=40).map(|i| format!("[c{i}] int NULL")).collect();
+    h.create_tracked_table("Wide", &format!("[Id] int NOT NULL PRIMARY KEY, {}", cols.join(", ")));
+    let sidecar = h.spawn(h.config(&["name = \"dbo.Wide\"\nsnapshot = \"never\""]));
+    h.wait_checkpoint("dbo.Wide", "the starting checkpoint", |_| true).await;
+    h.sql("INSERT INTO [dbo].[Wide] ([Id]) VALUES (1);");
+    let v = h.current_version();
+    h.wait_checkpoint("dbo.Wide", "the insert", |c| c == v).await;
+    // WHEN an update touches a column in the first mask word and one in the second
+    h.sql("UPDATE [dbo].[Wide] SET [c2] = 7, [c35] = 9 WHERE [Id] = 1;");
+    let v = h.current_version();
+    h.wait_checkpoint("dbo.Wide", "the update", |c| c == v).await;
+    let all = changes(&h.pulsar_envelopes("persistent://public/default/Shop.dbo.Wide"));
+    assert_eq!(all[1]["op"], "update");
+    assert_eq!(all[1]["changed_columns"], serde_json::json!(["c2", "c35"]));
+    assert!(all[0]["changed_columns"].is_null(), "inserts carry no mask");
+    sidecar.stop().await;
+}

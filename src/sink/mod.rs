@@ -5,7 +5,7 @@ mod compression;
 mod pulsar;
 mod redis_pubsub;
 
-pub use compression::compress;
+pub use compression::{compress, Compressor};
 pub use pulsar::PulsarSink;
 pub use redis_pubsub::RedisPubSubSink;
 

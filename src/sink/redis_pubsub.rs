@@ -7,13 +7,14 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use redis::aio::ConnectionManager;
 
-use super::{compress, Batch, Sink, SinkError};
+use super::{Batch, Compressor, Sink, SinkError};
 use crate::config::{Compression, RedisPubSubConfig};
 
 /// Publishes batches to Redis channels.
 pub struct RedisPubSubSink {
     conn: ConnectionManager,
     compression: Compression,
+    compressor: Compressor,
     threshold: usize,
 }
 
@@ -24,6 +25,7 @@ impl RedisPubSubSink {
         Ok(Self {
             conn,
             compression: config.compression,
+            compressor: Compressor::new(config.compression)?,
             threshold: config.compression_threshold_bytes,
         })
     }
@@ -32,7 +34,7 @@ impl RedisPubSubSink {
         let mut conn = self.conn.clone();
         let compressed;
         let payload: &[u8] = if self.compression != Compression::None && batch.payload.len() >= self.threshold {
-            compressed = compress(self.compression, &batch.payload)?;
+            compressed = self.compressor.compress(&batch.payload)?;
             &compressed
         } else {
             &batch.payload

@@ -112,20 +112,37 @@ fn select_expr(alias: &str, c: &ColumnInfo, name: &str) -> String {
     format!("{expr} AS {}", quote(name))
 }
 
+/// Columns whose in-mask flags fit one `int` mask column (bits 0..=30).
+pub const MASK_BITS: usize = 31;
+
 /// Column layout of [`changes`]: version, creation version, operation, context, then
-/// (with column tracking) the raw mask and one in-mask flag per non-key column, then the
-/// key from CHANGETABLE (present for deletes), then the row from the LEFT JOIN.
+/// (with column tracking) the updated-columns flags of the non-key columns packed as
+/// bits into `int` columns of [`MASK_BITS`] each (NULL when `SYS_CHANGE_COLUMNS` is NULL:
+/// inserts, deletes, or every column changed), then the key from CHANGETABLE (present for
+/// deletes), then the row from the LEFT JOIN. One packed column instead of one flag
+/// column per table column keeps wide tables' rows small.
 pub fn changes(t: &TableInfo) -> String {
     let mut sql = String::from(
         "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION, CT.SYS_CHANGE_CONTEXT",
     );
     if t.track_columns_updated {
-        sql.push_str(", CT.SYS_CHANGE_COLUMNS");
-        for c in t.mask_columns() {
+        let masked: Vec<_> = t.mask_columns().collect();
+        for (chunk_index, chunk) in masked.chunks(MASK_BITS).enumerate() {
+            let terms: Vec<String> = chunk
+                .iter()
+                .enumerate()
+                .map(|(bit, c)| {
+                    format!(
+                        "CAST(CHANGE_TRACKING_IS_COLUMN_IN_MASK({}, CT.SYS_CHANGE_COLUMNS) AS int) * {}",
+                        c.id,
+                        1u32 << bit
+                    )
+                })
+                .collect();
             let _ = write!(
                 sql,
-                ", CHANGE_TRACKING_IS_COLUMN_IN_MASK({}, CT.SYS_CHANGE_COLUMNS) AS [__changed_{}]",
-                c.id, c.id
+                ", CASE WHEN CT.SYS_CHANGE_COLUMNS IS NULL THEN NULL ELSE {} END AS [__changed_{chunk_index}]",
+                terms.join(" + ")
             );
         }
     }
@@ -151,7 +168,7 @@ pub fn changes(t: &TableInfo) -> String {
 /// Index of the first key column in a [`changes`] row.
 pub fn changes_key_offset(t: &TableInfo) -> usize {
     4 + if t.track_columns_updated {
-        1 + t.mask_columns().count()
+        t.mask_columns().count().div_ceil(MASK_BITS)
     } else {
         0
     }

@@ -48,7 +48,6 @@ impl Op {
 /// and write the fields through [`body`](Self::body), then [`finish`](Self::finish).
 pub struct BatchBuilder {
     route: Arc<Route>,
-    source_json: Arc<str>,
     kind: BatchKind,
     from_version: i64,
     body: Vec<u8>,
@@ -58,12 +57,23 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// Starts a batch. `source_json` is the table's pre-encoded `source` object.
     pub fn new(route: Arc<Route>, source_json: Arc<str>, kind: BatchKind, from_version: i64, capacity: usize) -> Self {
+        // The envelope is written in one buffer, front to back: `to_version`, known only
+        // at the end, comes after the changes, so the body is never copied.
+        let mut body = Vec::with_capacity(capacity + 256);
+        body.extend_from_slice(b"{\"format\":");
+        body.extend_from_slice(itoa::Buffer::new().format(FORMAT).as_bytes());
+        body.extend_from_slice(b",\"kind\":\"");
+        body.extend_from_slice(kind.as_str().as_bytes());
+        body.extend_from_slice(b"\",\"source\":");
+        body.extend_from_slice(source_json.as_bytes());
+        body.extend_from_slice(b",\"from_version\":");
+        body.extend_from_slice(itoa::Buffer::new().format(from_version).as_bytes());
+        body.extend_from_slice(b",\"changes\":[");
         Self {
             route,
-            source_json,
             kind,
             from_version,
-            body: Vec::with_capacity(capacity),
+            body,
             ops: OpCounts::default(),
         }
     }
@@ -118,19 +128,13 @@ impl BatchBuilder {
     /// Seals the batch with the checkpoint it establishes. `extra` is appended as
     /// additional top-level fields (e.g. `"reason":"…"`), already JSON-encoded with a
     /// leading comma.
-    pub fn finish(self, to_version: i64, extra: &str) -> Batch {
-        let mut out = Vec::with_capacity(self.body.len() + 256);
-        out.extend_from_slice(
-            format!("{{\"format\":{FORMAT},\"kind\":\"{}\",\"source\":", self.kind.as_str()).as_bytes(),
-        );
-        out.extend_from_slice(self.source_json.as_bytes());
-        out.extend_from_slice(
-            format!(",\"from_version\":{},\"to_version\":{to_version}", self.from_version).as_bytes(),
-        );
-        out.extend_from_slice(extra.as_bytes());
-        out.extend_from_slice(b",\"changes\":[");
-        out.extend_from_slice(&self.body);
-        out.extend_from_slice(b"]}");
+    pub fn finish(mut self, to_version: i64, extra: &str) -> Batch {
+        self.body.extend_from_slice(b"],\"to_version\":");
+        self.body
+            .extend_from_slice(itoa::Buffer::new().format(to_version).as_bytes());
+        self.body.extend_from_slice(extra.as_bytes());
+        self.body.push(b'}');
+        let out = self.body;
         Batch {
             route: self.route,
             kind: self.kind,

@@ -754,20 +754,28 @@ fn encode_change(
     let context = context.map(|c| base64::engine::general_purpose::STANDARD.encode(c));
     let mut changed: Option<Vec<&str>> = None;
     if info.track_columns_updated && op == Op::Update {
-        let mask: Option<&[u8]> = row.try_get(4)?;
-        if mask.is_some() {
-            let mut names = Vec::new();
-            for (j, c) in info.mask_columns().enumerate() {
-                // CHANGE_TRACKING_IS_COLUMN_IN_MASK returns bit.
-                let flag: Option<bool> = row.try_get(5 + j)?;
-                if flag == Some(true) {
-                    names.push(c.name.as_str());
+        // Packed in-mask flags (see sql::changes); NULL means no per-column mask.
+        let mut names = Vec::new();
+        let mut any_mask = false;
+        for (chunk_index, chunk) in info
+            .mask_columns()
+            .collect::<Vec<_>>()
+            .chunks(sql::MASK_BITS)
+            .enumerate()
+        {
+            if let Some(bits) = row.try_get::<i32, _>(4 + chunk_index)? {
+                any_mask = true;
+                for (bit, c) in chunk.iter().enumerate() {
+                    if bits & (1 << bit) != 0 {
+                        names.push(c.name.as_str());
+                    }
                 }
             }
+        }
+        if any_mask {
             changed = Some(names);
         }
     }
-    let changed: Option<Vec<String>> = changed.map(|v| v.into_iter().map(str::to_string).collect());
     let cells: Vec<ColumnData<'static>> = row.into_iter().collect();
     let key_cells = &cells[key_offset..key_offset + info.key.len()];
     let row_cells = &cells[key_offset + info.key.len()..];

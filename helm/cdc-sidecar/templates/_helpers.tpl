@@ -113,4 +113,7 @@ password_file = {{ printf "%s/%s" $dir . | toJson }}
 
 [log]
 {{- include "cdc-sidecar.tomlKeys" $c.log }}
+
+[shutdown]
+{{- include "cdc-sidecar.tomlKeys" $c.shutdown }}
 {{- end }}
