@@ -23,12 +23,21 @@ pub enum ConfigError {
     Parse(#[from] Box<figment::Error>),
     /// A value parsed but makes no sense.
     #[error("invalid configuration: {field}: {reason}")]
-    Invalid { field: String, reason: String },
+    /// A value parsed but is out of range or inconsistent; `field` names it.
+    Invalid {
+        /// The field, e.g. `poll.max_interval_ms`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A `*_file` secret could not be read.
     #[error("invalid configuration: {field}: cannot read {path}: {source}")]
     SecretFile {
+        /// The `*_file` field.
         field: String,
+        /// The file that could not be read.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -319,10 +328,15 @@ pub struct SinksConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
+    /// Uncompressed.
     None,
+    /// LZ4: fastest, least CPU.
     Lz4,
+    /// Zstandard: smallest.
     Zstd,
+    /// Snappy.
     Snappy,
+    /// zlib (deflate).
     Zlib,
 }
 

@@ -9,6 +9,8 @@
 //!                                                        └──► checkpoint (Redis)
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod checkpoint;
 pub mod config;
@@ -40,24 +42,34 @@ use crate::tracker::{DeliveryTask, Health, Reader, TableStart};
 /// Why the sidecar stopped with an error. The binary maps each to an exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The configuration is invalid; the message names the field.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// Every problem the startup check found, each with its fix.
     #[error("database setup is incomplete:\n{}", format_problems(.0))]
     Setup(Vec<SetupProblem>),
+    /// SQL Server could not be reached or failed.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The checkpoint store failed.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A sink could not be set up.
     #[error("sink: {0}")]
     Sink(#[from] SinkError),
+    /// A Redis URL or connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The HTTP listener could not bind.
     #[error("http listener on {addr}: {source}")]
     Http {
+        /// The configured `http.listen`.
         addr: SocketAddr,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The metrics registry refused a metric (a bug).
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
 }

@@ -25,11 +25,24 @@ pub struct Checkpoint {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("checkpoint store: {0}")]
+    /// Redis failed or is unreachable.
     Redis(#[from] redis::RedisError),
     #[error("checkpoint store: malformed value under {key}: {value:?}")]
-    Malformed { key: String, value: String },
+    /// The stored value is not a version (written by something else?).
+    Malformed {
+        /// The Redis key.
+        key: String,
+        /// What it held.
+        value: String,
+    },
     #[error("a sidecar ({holder}) is streaming database {database}; stop it before moving checkpoints")]
-    Locked { database: String, holder: String },
+    /// A running sidecar holds the database's lease.
+    Locked {
+        /// The database.
+        database: String,
+        /// The lease holder (`host:pid`).
+        holder: String,
+    },
 }
 
 /// Where checkpoints live.

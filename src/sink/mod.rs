@@ -50,9 +50,13 @@ impl BatchKind {
 /// How many changes of each op a batch holds, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OpCounts {
+    /// Inserts.
     pub insert: u64,
+    /// Updates.
     pub update: u64,
+    /// Deletes.
     pub delete: u64,
+    /// Snapshot reads.
     pub read: u64,
 }
 
@@ -84,12 +88,16 @@ pub struct Batch {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("pulsar: {0}")]
+    /// The Pulsar client or broker refused the send.
     Pulsar(#[from] ::pulsar::Error),
     #[error("pulsar: no receipt within {0:?}")]
+    /// No receipt within `sinks.pulsar.send_timeout_ms`.
     PulsarTimeout(std::time::Duration),
     #[error("redis: {0}")]
+    /// Redis failed or is unreachable.
     Redis(#[from] redis::RedisError),
     #[error("compression: {0}")]
+    /// Compressing the payload failed.
     Compression(#[from] std::io::Error),
 }
 

@@ -12,7 +12,9 @@ use crate::config::Config;
 /// Server and database, for the envelope's `source`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceIdentity {
+    /// `@@SERVERNAME`.
     pub server: String,
+    /// `DB_NAME()`.
     pub database: String,
 }
 
@@ -21,9 +23,11 @@ pub struct SourceIdentity {
 pub struct ColumnInfo {
     /// `sys.columns.column_id`, the argument of `CHANGE_TRACKING_IS_COLUMN_IN_MASK`.
     pub id: i32,
+    /// Column name as the catalog spells it.
     pub name: String,
     /// `[name]`.
     pub quoted: String,
+    /// How its values are written as JSON.
     pub kind: ValueKind,
 }
 
@@ -32,10 +36,13 @@ pub struct ColumnInfo {
 pub struct TableInfo {
     /// `schema.table` as configured: log field, metric label, checkpoint key.
     pub name: String,
+    /// Schema name.
     pub schema: String,
+    /// Table name.
     pub table: String,
     /// `[schema].[table]`.
     pub quoted: String,
+    /// `OBJECT_ID` of the table.
     pub object_id: i32,
     /// Published columns in column order (all, or the configured subset).
     pub columns: Vec<ColumnInfo>,
@@ -58,6 +65,7 @@ impl TableInfo {
 pub struct SetupProblem {
     /// The table at fault, or `None` for the database.
     pub table: Option<String>,
+    /// What is wrong and how to fix it.
     pub message: String,
 }
 
@@ -73,6 +81,7 @@ impl fmt::Display for SetupProblem {
 /// The outcome of a check: what was found, and what is wrong.
 #[derive(Debug, Clone)]
 pub struct CheckReport {
+    /// Server and database names.
     pub identity: SourceIdentity,
     /// The tables that passed, in config order.
     pub tables: Vec<TableInfo>,

@@ -11,6 +11,7 @@ use tiberius::{ColumnData, FromSql};
 /// How a column's values are written, decided once from its SQL type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueKind {
+    /// bit: `true`/`false`.
     Bool,
     /// tinyint, smallint, int: exact as JSON numbers.
     Int,
@@ -28,6 +29,7 @@ pub enum ValueKind {
     String,
     /// Any binary type: base64.
     Binary,
+    /// date: `YYYY-MM-DD`.
     Date,
     /// time(scale).
     Time(u8),
@@ -35,6 +37,7 @@ pub enum ValueKind {
     DateTime(u8),
     /// datetimeoffset(scale).
     DateTimeOffset(u8),
+    /// uniqueidentifier: upper-case text.
     Guid,
 }
 
@@ -68,8 +71,11 @@ impl ValueKind {
 #[derive(Debug, thiserror::Error)]
 #[error("column {column}: cannot encode {found} as {expected:?}")]
 pub struct EncodeError {
+    /// The column.
     pub column: String,
+    /// What the catalog said it holds.
     pub expected: ValueKind,
+    /// What tiberius delivered.
     pub found: &'static str,
 }
 

@@ -21,20 +21,43 @@ pub type SqlClient = Client<Compat<TcpStream>>;
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot reach SQL Server at {addr}: {source}")]
+    /// The TCP connection failed.
     Connect {
+        /// `host:port`.
         addr: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
     #[error("SQL Server at {addr} did not answer within {timeout:?}")]
-    ConnectTimeout { addr: String, timeout: Duration },
+    /// No login within `source.connect_timeout_ms`.
+    ConnectTimeout {
+        /// `host:port`.
+        addr: String,
+        /// The configured limit.
+        timeout: Duration,
+    },
     #[error("SQL Server error {code} (class {class}): {message}")]
-    Server { code: u32, class: u8, message: String },
+    /// SQL Server answered with an error (number, severity, text).
+    Server {
+        /// SQL Server's error number (e.g. 1205 for a deadlock victim).
+        code: u32,
+        /// Severity.
+        class: u8,
+        /// SQL Server's message.
+        message: String,
+    },
     #[error("SQL Server connection: {0}")]
+    /// The connection broke or the protocol failed.
     Tds(#[source] tiberius::error::Error),
     #[error("change tracking is not enabled on database {database} (run migrations/001_enable_database_change_tracking.sql)")]
-    ChangeTrackingDisabled { database: String },
+    /// `CHANGE_TRACKING_CURRENT_VERSION()` is NULL: the database is not tracked.
+    ChangeTrackingDisabled {
+        /// The database.
+        database: String,
+    },
     #[error("unexpected result from SQL Server: {0}")]
+    /// A result did not have the expected shape.
     Unexpected(String),
 }
 

@@ -16,8 +16,11 @@ pub const FORMAT: u32 = 1;
 /// A change's operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// `SYS_CHANGE_OPERATION` I.
     Insert,
+    /// `SYS_CHANGE_OPERATION` U.
     Update,
+    /// `SYS_CHANGE_OPERATION` D.
     Delete,
     /// A row read by a snapshot.
     Read,

@@ -31,10 +31,15 @@ pub enum Delivery {
 
 /// A table's delivery task.
 pub struct DeliveryTask {
+    /// `schema.table`: log field and metric label.
     pub table: String,
+    /// Every enabled sink; a batch is delivered when all acknowledged it.
     pub sinks: Arc<Vec<Arc<dyn Sink>>>,
+    /// Where the checkpoint is written after delivery.
     pub store: Arc<dyn CheckpointStore>,
+    /// Where delivery is counted.
     pub metrics: Metrics,
+    /// Least time between two idle-progress checkpoint writes.
     pub idle_write_interval: Duration,
     /// The durable checkpoint, shared with the reader for lag.
     pub checkpoint: Arc<AtomicI64>,

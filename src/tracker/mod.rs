@@ -116,11 +116,15 @@ pub struct Reader {
 
 /// Everything a table needs to start: where it goes and what it resumes from.
 pub struct TableStart {
+    /// The table as the catalog describes it.
     pub info: TableInfo,
+    /// Its topic and channel.
     pub route: Arc<Route>,
     /// The stored checkpoint, if any.
     pub checkpoint: Option<i64>,
+    /// Its delivery task's queue (bounded: backpressure).
     pub tx: mpsc::Sender<Delivery>,
+    /// The durable checkpoint, shared with the delivery task for lag.
     pub checkpoint_cell: Arc<AtomicI64>,
 }
 
