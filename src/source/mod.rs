@@ -81,7 +81,6 @@ impl SourceError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SourceError::Server { code, .. } => !matches!(code, 18456 | 4060 | 229 | 297 | 208 | 207 | 102),
-            SourceError::ChangeTrackingDisabled { .. } | SourceError::Unexpected(_) => true,
             _ => true,
         }
     }

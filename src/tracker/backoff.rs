@@ -42,6 +42,11 @@ impl Backoff {
         delay.mul_f64(factor)
     }
 
+    /// Straight to `max`: for failures that retrying soon cannot fix.
+    pub fn saturate(&mut self) {
+        self.current = self.max;
+    }
+
     /// Back to `min` (activity, or success).
     pub fn reset(&mut self) {
         self.current = self.min;

@@ -226,7 +226,13 @@ impl Reader {
                     // A connection in an unknown state (maybe mid-transaction) is dropped.
                     self.client = None;
                     last_seen = None;
-                    if !failing {
+                    if !e.is_retryable() && !is_table_error(&e) {
+                        // A login or permission problem needs an operator: keep trying,
+                        // but at the slowest pace rather than hammering the server.
+                        error!(error = %e, "the source refuses the sidecar; fix the login or grants (see README, Troubleshooting)");
+                        interval.saturate();
+                        failing = true;
+                    } else if !failing {
                         // Retry soon after a first failure, then back off.
                         interval.reset();
                         failing = true;
