@@ -92,14 +92,7 @@ async fn batch_errors_arrive_as_server_errors_with_all_fields() {
     }
     // The connection is still usable afterwards.
     backend.script("SELECT 2", vec![rows("v", SqlType::Int, vec![Value::Int(2)])]);
-    let row = client
-        .simple_query("SELECT 2")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = first_row(&mut client, "SELECT 2").await;
     assert_eq!(row.get::<i32, _>(0), Some(2));
     drop(client);
     server.shutdown().await;
@@ -215,14 +208,7 @@ async fn the_client_packet_size_is_honoured() {
     config.packet_size(16_384);
     let mut client = connect_with(config).await.unwrap();
 
-    let row = client
-        .simple_query("SELECT plp")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = first_row(&mut client, "SELECT plp").await;
 
     assert_eq!(row.get::<&str, _>(0), Some(big.as_str()));
     drop(client);
@@ -401,14 +387,7 @@ async fn cancel_query_cuts_a_streaming_result_short() {
         .expect("the server acknowledges the attention");
 
     // THEN the connection is clean for the next query.
-    let row = client
-        .simple_query("SELECT 5")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = first_row(&mut client, "SELECT 5").await;
     assert_eq!(row.get::<i32, _>(0), Some(5));
     drop(client);
     server.shutdown().await;

@@ -30,14 +30,7 @@ async fn query_over(level: EncryptionLevel, force: bool) {
     config.trust_cert();
 
     let mut client = connect_with(config).await.expect("login over TLS");
-    let row = client
-        .simple_query("SELECT secret")
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let row = first_row(&mut client, "SELECT secret").await;
 
     assert_eq!(row.get::<&str, _>(0), Some(big.as_str()), "{level:?}");
     assert_eq!(backend.logins()[0].1, PASSWORD, "password decoded through TLS");

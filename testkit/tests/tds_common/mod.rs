@@ -189,6 +189,19 @@ pub async fn connect(server: &MssqlServer) -> TdsClient {
         .expect("login succeeds")
 }
 
+/// Runs `sql` as a batch and returns its first row (which must exist).
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub async fn first_row(client: &mut TdsClient, sql: &str) -> tiberius::Row {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .expect("a row")
+}
+
 pub fn col(name: &str, ty: SqlType) -> Column {
     Column {
         name: name.to_string(),
