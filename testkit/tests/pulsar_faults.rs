@@ -255,16 +255,13 @@ async fn consumer_gets_unacknowledged_messages_again_after_a_dropped_connection(
         .map(|m| String::from_utf8(m.payload.data.clone()).expect("utf8"))
         .collect();
     standin.drop_connections();
-    let rest = async {
-        while seen.len() < 20 {
-            let m = consumer.next().await.expect("stream").expect("message");
-            consumer.ack(&m).await.expect("ack");
-            seen.insert(String::from_utf8(m.payload.data).expect("utf8"));
-        }
-    };
-    tokio::time::timeout(DEADLINE, rest)
-        .await
-        .expect("every message delivered after the reconnect");
+    read_until_seen(
+        &mut consumer,
+        &mut seen,
+        20,
+        "every message delivered after the reconnect",
+    )
+    .await;
     standin.shutdown().await;
 }
 
@@ -304,15 +301,24 @@ async fn an_unloaded_topic_gets_its_producers_and_consumers_back_without_loss() 
     assert!(stats.producers_created >= 2, "re-created: {stats:?}");
 
     // AND the consumer resubscribes and gets everything it had not acknowledged
+    read_until_seen(&mut consumer, &mut seen, 20, "every message delivered after the unload").await;
+    standin.shutdown().await;
+}
+
+/// Reads (and acknowledges) until `seen` holds `n` distinct payloads, or fails with
+/// `what` after the deadline.
+async fn read_until_seen(
+    consumer: &mut pulsar::Consumer<Vec<u8>, pulsar::TokioExecutor>,
+    seen: &mut BTreeSet<String>,
+    n: usize,
+    what: &str,
+) {
     let rest = async {
-        while seen.len() < 20 {
+        while seen.len() < n {
             let m = consumer.next().await.expect("stream").expect("message");
             consumer.ack(&m).await.expect("ack");
             seen.insert(String::from_utf8(m.payload.data).expect("utf8"));
         }
     };
-    tokio::time::timeout(DEADLINE, rest)
-        .await
-        .expect("every message delivered after the unload");
-    standin.shutdown().await;
+    tokio::time::timeout(DEADLINE, rest).await.expect(what);
 }
