@@ -757,6 +757,16 @@ async fn an_idle_tables_checkpoint_follows_the_database_version() {
     sidecar.stop().await;
 }
 
+/// A child process killed when the test ends, even by a failed assertion.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_then_restart_delivers_everything_at_least_once_in_order() {
     let h = Harness::start().await;
@@ -768,14 +778,16 @@ async fn sigkill_mid_stream_then_restart_delivers_everything_at_least_once_in_or
         .replace("batch_rows = 100", "batch_rows = 10");
     std::fs::write(&config_path, toml).unwrap();
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sidecar"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+        KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sidecar"))
+                .arg("run")
+                .arg("--config")
+                .arg(&config_path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     };
     let insert = |from: i64, to: i64| {
         for i in (from..=to).step_by(10) {
@@ -804,8 +816,8 @@ async fn sigkill_mid_stream_then_restart_delivers_everything_at_least_once_in_or
         (h.pulsar.messages(ORDERS_TOPIC).len() > stored).then_some(())
     })
     .await;
-    child.kill().unwrap(); // SIGKILL: no flush, no checkpoint, no lease release
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL: no flush, no checkpoint, no lease release
+    child.0.wait().unwrap();
     assert_eq!(
         h.checkpoint("dbo.Orders").await,
         Some(delivered),
@@ -823,11 +835,10 @@ async fn sigkill_mid_stream_then_restart_delivers_everything_at_least_once_in_or
         .query_async(&mut conn)
         .await
         .unwrap();
-    let mut child = spawn();
+    let child = spawn();
     h.wait_checkpoint("dbo.Orders", "everything after the restart", |c| c == last)
         .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let ids: Vec<i64> = changes(&h.pulsar_envelopes(ORDERS_TOPIC))
         .iter()
         .map(|c| c["key"]["Id"].as_str().unwrap().parse().unwrap())
