@@ -57,25 +57,7 @@ impl Rig {
     /// login with SELECT and VIEW CHANGE TRACKING on `dbo`.
     pub async fn start() -> Result<Self> {
         let engine = Engine::new();
-        let (login, password) = (sample::LOGIN, sample::PASSWORD);
-        engine
-            .execute(
-                "master",
-                &format!("CREATE DATABASE [{DB}];\nCREATE LOGIN [{login}] WITH PASSWORD = N'{password}';"),
-            )
-            .context("create database")?;
-        engine
-            .execute(
-                DB,
-                &format!(
-                    "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON (CHANGE_RETENTION = 1 DAYS, AUTO_CLEANUP = ON);\n\
-                     ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON;\n\
-                     CREATE USER [{login}] FOR LOGIN [{login}];\n\
-                     GRANT SELECT ON SCHEMA::[dbo] TO [{login}];\n\
-                     GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [{login}];"
-                ),
-            )
-            .context("prepare database")?;
+        sample::setup_empty(&engine).context("prepare database")?;
         Self::around(engine).await
     }
 

@@ -19,9 +19,7 @@ use testkit::redis::RedisServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub const DB: &str = "Shop";
-pub const LOGIN: &str = "cdc_sidecar";
-pub const PASSWORD: &str = "Sidecar-Pass-1";
+pub use testkit::mssql::sample::{DATABASE as DB, LOGIN, PASSWORD};
 
 /// How long any condition may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -56,27 +54,7 @@ impl Harness {
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
             .try_init();
         let engine = Engine::new();
-        engine
-            .execute(
-                "master",
-                &format!(
-                    "CREATE DATABASE [{DB}];\n\
-                     CREATE LOGIN [{LOGIN}] WITH PASSWORD = N'{PASSWORD}';"
-                ),
-            )
-            .expect("create database");
-        engine
-            .execute(
-                DB,
-                &format!(
-                    "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON (CHANGE_RETENTION = 1 DAYS, AUTO_CLEANUP = ON);\n\
-                     ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON;\n\
-                     CREATE USER [{LOGIN}] FOR LOGIN [{LOGIN}];\n\
-                     GRANT SELECT ON SCHEMA::[dbo] TO [{LOGIN}];\n\
-                     GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [{LOGIN}];"
-                ),
-            )
-            .expect("prepare database");
+        testkit::mssql::sample::setup_empty(&engine).expect("prepare database");
         let mssql = MssqlServer::start(Arc::new(engine.clone()), MssqlServerConfig::default())
             .await
             .expect("mssql stand-in");

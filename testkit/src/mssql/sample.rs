@@ -80,6 +80,28 @@ pub fn setup(engine: &Engine) -> Result<(), MigrationError> {
     Ok(())
 }
 
+/// Creates an empty `Shop` prepared as the migrations prepare a database — change
+/// tracking on (retention 1 day, so tests can expire it by moving the clock a little),
+/// snapshot isolation allowed, and the sidecar's login with SELECT and VIEW CHANGE
+/// TRACKING on `dbo` — for tests and benchmarks that create their own tables.
+pub fn setup_empty(engine: &Engine) -> Result<(), SqlError> {
+    engine.execute(
+        "master",
+        &format!("CREATE DATABASE [{DATABASE}];\nCREATE LOGIN [{LOGIN}] WITH PASSWORD = N'{PASSWORD}';"),
+    )?;
+    engine.execute(
+        DATABASE,
+        &format!(
+            "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON (CHANGE_RETENTION = 1 DAYS, AUTO_CLEANUP = ON);\n\
+             ALTER DATABASE CURRENT SET ALLOW_SNAPSHOT_ISOLATION ON;\n\
+             CREATE USER [{LOGIN}] FOR LOGIN [{LOGIN}];\n\
+             GRANT SELECT ON SCHEMA::[dbo] TO [{LOGIN}];\n\
+             GRANT VIEW CHANGE TRACKING ON SCHEMA::[dbo] TO [{LOGIN}];"
+        ),
+    )?;
+    Ok(())
+}
+
 /// One workload transaction, number `step`: a new customer every 10 steps, a new
 /// order with two lines every step, an update of an older order, and every 7 steps the
 /// deletion of an old line.
