@@ -7,7 +7,7 @@ mod pulsar_support;
 use std::time::Duration;
 
 use pulsar::consumer::InitialPosition;
-use pulsar::{ConsumerOptions, OperationRetryOptions, Pulsar, SubType, TokioExecutor};
+use pulsar::{ConsumerOptions, Pulsar, SubType, TokioExecutor};
 use pulsar_support::*;
 use testkit::pulsar::PulsarStandin;
 
@@ -149,15 +149,7 @@ async fn unsubscribe_removes_the_subscription() {
 #[tokio::test]
 async fn an_exclusive_subscription_refuses_a_second_consumer() {
     let standin = standin().await;
-    let client = Pulsar::builder(standin.url(), TokioExecutor)
-        .with_operation_retry_options(OperationRetryOptions {
-            max_retries: Some(1),
-            ..operation_retry()
-        })
-        .with_connection_retry_options(connection_retry())
-        .build()
-        .await
-        .expect("client");
+    let client = impatient_client(&standin.url()).await;
     let topic = topic("exclusive");
     let _first = consumer(&client, &topic, "mine", SubType::Exclusive).await;
     let second = tokio::time::timeout(

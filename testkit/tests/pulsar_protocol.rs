@@ -389,15 +389,7 @@ async fn a_producer_name_is_connected_once_at_a_time() {
         .build()
         .await
         .expect("first producer");
-    let impatient = pulsar::Pulsar::builder(standin.url(), pulsar::TokioExecutor)
-        .with_operation_retry_options(pulsar::OperationRetryOptions {
-            max_retries: Some(1),
-            ..operation_retry()
-        })
-        .with_connection_retry_options(connection_retry())
-        .build()
-        .await
-        .expect("client");
+    let impatient = impatient_client(&standin.url()).await;
     let busy = tokio::time::timeout(
         DEADLINE,
         impatient.producer().with_topic(&topic).with_name("sidecar").build(),
@@ -442,15 +434,7 @@ async fn an_exclusive_producer_keeps_others_off_the_topic() {
         .build()
         .await
         .expect("exclusive producer");
-    let impatient = pulsar::Pulsar::builder(standin.url(), pulsar::TokioExecutor)
-        .with_operation_retry_options(pulsar::OperationRetryOptions {
-            max_retries: Some(1),
-            ..operation_retry()
-        })
-        .with_connection_retry_options(connection_retry())
-        .build()
-        .await
-        .expect("client");
+    let impatient = impatient_client(&standin.url()).await;
     let shared = tokio::time::timeout(DEADLINE, impatient.producer().with_topic(&topic).build())
         .await
         .expect("outcome in time");

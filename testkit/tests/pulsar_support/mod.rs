@@ -51,6 +51,20 @@ pub fn connection_retry() -> ConnectionRetryOptions {
     }
 }
 
+/// A client that gives up after one retry, for tests that expect a refusal.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub async fn impatient_client(url: &str) -> Pulsar<TokioExecutor> {
+    Pulsar::builder(url, TokioExecutor)
+        .with_operation_retry_options(OperationRetryOptions {
+            max_retries: Some(1),
+            ..operation_retry()
+        })
+        .with_connection_retry_options(connection_retry())
+        .build()
+        .await
+        .expect("client")
+}
+
 pub async fn client(url: &str) -> Pulsar<TokioExecutor> {
     client_with(url, None).await.expect("client connects")
 }
