@@ -319,18 +319,9 @@ SELECT 1,
             ]
         );
 
-        let change_query = "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
-       CT.SYS_CHANGE_CONTEXT,
-       CHANGE_TRACKING_IS_COLUMN_IN_MASK(3, CT.SYS_CHANGE_COLUMNS) AS [__changed_3],
-       CT.[Id] AS [__key_Id],
-       T.[Id], T.[Customer], T.[Total]
-FROM CHANGETABLE(CHANGES [dbo].[Orders], @P1) AS CT
-LEFT OUTER JOIN [dbo].[Orders] AS T ON T.[Id] = CT.[Id]
-WHERE CT.SYS_CHANGE_VERSION <= @P2
-ORDER BY CT.SYS_CHANGE_VERSION, CT.[Id];";
         let out = run(
             &mut s,
-            change_query,
+            CHANGE_QUERY,
             &[p("@P1", Value::Int(1)), p("@P2", Value::Int(3))],
         );
         assert_eq!(

@@ -15,16 +15,6 @@ use testkit::mssql::types::{BackendSession, Value};
 mod engine {
     use super::*;
 
-    const CHANGE_QUERY: &str = "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
-       CT.SYS_CHANGE_CONTEXT,
-       CHANGE_TRACKING_IS_COLUMN_IN_MASK(3, CT.SYS_CHANGE_COLUMNS) AS [__changed_3],
-       CT.[Id] AS [__key_Id],
-       T.[Id], T.[Customer], T.[Total]
-FROM CHANGETABLE(CHANGES [dbo].[Orders], @P1) AS CT
-LEFT OUTER JOIN [dbo].[Orders] AS T ON T.[Id] = CT.[Id]
-WHERE CT.SYS_CHANGE_VERSION <= @P2
-ORDER BY CT.SYS_CHANGE_VERSION, CT.[Id];";
-
     fn load(engine: &Engine, txns: i64, per_txn: i64) {
         for t in 0..txns {
             engine

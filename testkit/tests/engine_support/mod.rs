@@ -127,3 +127,17 @@ pub fn changes(engine: &Engine, since: Option<i64>) -> Vec<(i64, Option<i64>, St
 pub fn login(engine: &Engine, user: &str, password: &str, db: Option<&str>) -> Result<Session, SqlError> {
     engine.login(user, password, db)
 }
+
+/// A table's change query for `dbo.Orders` (Id, Customer, Total) with one in-mask flag
+/// column (the sidecar packs several flags into one int; one flag is the same evaluation):
+/// checkpoint `@P1`, upper bound `@P2`.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub const CHANGE_QUERY: &str = "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION,
+       CT.SYS_CHANGE_CONTEXT,
+       CHANGE_TRACKING_IS_COLUMN_IN_MASK(3, CT.SYS_CHANGE_COLUMNS) AS [__changed_3],
+       CT.[Id] AS [__key_Id],
+       T.[Id], T.[Customer], T.[Total]
+FROM CHANGETABLE(CHANGES [dbo].[Orders], @P1) AS CT
+LEFT OUTER JOIN [dbo].[Orders] AS T ON T.[Id] = CT.[Id]
+WHERE CT.SYS_CHANGE_VERSION <= @P2
+ORDER BY CT.SYS_CHANGE_VERSION, CT.[Id];";
