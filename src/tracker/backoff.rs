@@ -51,11 +51,6 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.current = self.min;
     }
-
-    /// The delay the next call would return.
-    pub fn current(&self) -> Duration {
-        self.current
-    }
 }
 
 #[cfg(test)]
