@@ -29,6 +29,33 @@ pub struct ColumnInfo {
     pub quoted: String,
     /// How its values are written as JSON.
     pub kind: ValueKind,
+    /// The declared type as T-SQL spells it (`varchar(40)`, `decimal(18,2)`), so a value
+    /// read from the column can be bound back with the same type: a `String` parameter
+    /// goes as nvarchar, and comparing a varchar column with nvarchar follows Unicode
+    /// rules while `ORDER BY` of the column follows its SQL collation, which disagree on
+    /// `-` and `'` (Microsoft KB 322112). Keyset predicates cast to this type.
+    pub sql_type: String,
+}
+
+/// The T-SQL spelling of a column's type from `sys.columns`/`sys.types`: lengths in
+/// characters (`max_length` is in bytes, -1 for `max`), precision and scale where the
+/// type takes them ("sys.columns (Transact-SQL)").
+pub fn declared_type(type_name: &str, max_length: i16, precision: u8, scale: u8) -> String {
+    let name = type_name.to_ascii_lowercase();
+    let length = |per_char: i16| {
+        if max_length < 0 {
+            "max".to_string()
+        } else {
+            (max_length / per_char).max(1).to_string()
+        }
+    };
+    match name.as_str() {
+        "char" | "varchar" | "binary" | "varbinary" => format!("{name}({})", length(1)),
+        "nchar" | "nvarchar" => format!("{name}({})", length(2)),
+        "decimal" | "numeric" => format!("{name}({precision},{scale})"),
+        "time" | "datetime2" | "datetimeoffset" => format!("{name}({scale})"),
+        _ => name,
+    }
 }
 
 /// A table as the database describes it.
@@ -181,11 +208,14 @@ pub async fn check(client: &mut SqlClient, config: &Config) -> Result<CheckRepor
             let id: i32 = row.try_get(0)?.unwrap_or_default();
             let name = row.try_get::<&str, _>(1)?.unwrap_or_default().to_string();
             let type_name = row.try_get::<&str, _>(2)?.unwrap_or_default().to_string();
+            let max_length: i16 = row.try_get(3)?.unwrap_or_default();
+            let precision: u8 = row.try_get(4)?.unwrap_or_default();
             let scale: u8 = row.try_get(5)?.unwrap_or_default();
             match ValueKind::from_type_name(&type_name, scale) {
                 Some(kind) => all.push(ColumnInfo {
                     id,
                     quoted: quote(&name),
+                    sql_type: declared_type(&type_name, max_length, precision, scale),
                     name,
                     kind,
                 }),

@@ -139,6 +139,20 @@ pub async fn connect(config: &SourceConfig) -> Result<SqlClient, SourceError> {
         })?
 }
 
+/// Reads a single nullable bigint (the CT functions' type) from the first row of a
+/// plain SQL batch (TDS SQLBatch, tiberius's `simple_query`). Only for statements whose
+/// effect must outlive them (the tick's `SET TRANSACTION ISOLATION LEVEL …; BEGIN
+/// TRANSACTION`): sent through `sp_executesql`, SQL Server would revert the SET when the
+/// module returns and raise error 266 for the unbalanced BEGIN. Takes no parameters, so
+/// nothing but constant text ever goes this way.
+pub async fn batch_scalar_i64(client: &mut SqlClient, sql: &'static str) -> Result<Option<i64>, SourceError> {
+    let row = client.simple_query(sql).await?.into_row().await?;
+    match row {
+        Some(row) => Ok(row.try_get::<i64, _>(0)?),
+        None => Err(SourceError::Unexpected(format!("no row from {sql}"))),
+    }
+}
+
 /// Reads a single nullable bigint (the CT functions' type) from the first row.
 pub async fn query_scalar_i64(
     client: &mut SqlClient,

@@ -17,11 +17,15 @@ pub fn quote(name: &str) -> String {
 pub const PROBE: &str = "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS current_version";
 
 /// Opens the tick's SNAPSHOT transaction and reads its upper bound inside it, so every
-/// read of the tick sees the database as of that version.
+/// read of the tick sees the database as of that version. Sent as a plain SQL batch
+/// ([`super::batch_scalar_i64`]), never through `sp_executesql`: a module reverts `SET
+/// TRANSACTION ISOLATION LEVEL` when it returns and raises error 266 when it ends with a
+/// different `@@TRANCOUNT` than it began with ("SET TRANSACTION ISOLATION LEVEL
+/// (Transact-SQL)", Remarks; "sp_executesql (Transact-SQL)").
 pub const BEGIN_SNAPSHOT: &str = "SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION; \
      SELECT CHANGE_TRACKING_CURRENT_VERSION() AS current_version";
 
-/// Ends the tick's transaction (it only read).
+/// Ends the tick's transaction (it only read). Also a plain batch, for the same reason.
 pub const COMMIT: &str = "COMMIT TRANSACTION";
 
 /// Server and database names, for the envelope's `source`.
@@ -44,11 +48,15 @@ pub const TABLE_ACCESS: &str = "SELECT OBJECT_ID(@P1) AS object_id, \
 pub const TABLE_TRACKING: &str = "SELECT ctt.is_track_columns_updated_on, ctt.min_valid_version, ctt.begin_version \
      FROM sys.change_tracking_tables AS ctt WHERE ctt.object_id = @P1";
 
-/// Columns of a table (`@P1` = object id).
+/// Columns of a table (`@P1` = object id). `sys.types` is joined on the column's
+/// `system_type_id`, so an alias type (`CREATE TYPE dbo.Code FROM varchar(12)`) reports
+/// its base type's name ("sys.types (Transact-SQL)": for a user-defined type
+/// `user_type_id` is its own id, `system_type_id` the base's), along with the base's
+/// length, precision and scale, which `sys.columns` already carries.
 pub const TABLE_COLUMNS: &str =
     "SELECT c.column_id, c.name, t.name AS type_name, c.max_length, c.precision, c.scale, c.is_nullable \
      FROM sys.columns AS c \
-     JOIN sys.types AS t ON t.user_type_id = c.user_type_id \
+     JOIN sys.types AS t ON t.user_type_id = c.system_type_id \
      WHERE c.object_id = @P1 ORDER BY c.column_id";
 
 /// Primary key columns in key order (`@P1` = object id).
@@ -165,6 +173,12 @@ pub fn changes(t: &TableInfo) -> String {
     sql
 }
 
+/// `CAST(@Pn AS <declared type>)`: a parameter compared with `column` as the column's
+/// own type ("Data type precedence (Transact-SQL)": without it nvarchar wins).
+fn typed_param(column: &ColumnInfo, n: usize) -> String {
+    format!("CAST(@P{n} AS {})", column.sql_type)
+}
+
 /// Index of the first key column in a [`changes`] row.
 pub fn changes_key_offset(t: &TableInfo) -> usize {
     4 + if t.track_columns_updated {
@@ -175,8 +189,11 @@ pub fn changes_key_offset(t: &TableInfo) -> usize {
 }
 
 /// One keyset-paginated snapshot chunk: `@P1` = chunk size; after the first chunk,
-/// `@P2…` = the last key read, compared lexicographically over composite keys.
-/// Columns: the key, then the published columns.
+/// `@P2…` = the last key read, compared lexicographically over composite keys, each
+/// cast to its column's declared type so that `>` and `ORDER BY` follow the same
+/// collation and the predicate stays sargable (a varchar key compared with the nvarchar
+/// a `String` parameter is sent as would be compared under Unicode rules and skip or
+/// repeat rows around `-` and `'`). Columns: the key, then the published columns.
 pub fn snapshot_chunk(t: &TableInfo, first: bool) -> String {
     let mut cols: Vec<String> = t.key.iter().map(|k| select_expr("T", k, &k.name)).collect();
     cols.extend(t.columns.iter().map(|c| select_expr("T", c, &c.name)));
@@ -187,9 +204,9 @@ pub fn snapshot_chunk(t: &TableInfo, first: bool) -> String {
             let mut ands: Vec<String> = t.key[..i]
                 .iter()
                 .enumerate()
-                .map(|(j, k)| format!("T.{} = @P{}", k.quoted, j + 2))
+                .map(|(j, k)| format!("T.{} = {}", k.quoted, typed_param(k, j + 2)))
                 .collect();
-            ands.push(format!("T.{} > @P{}", t.key[i].quoted, i + 2));
+            ands.push(format!("T.{} > {}", t.key[i].quoted, typed_param(&t.key[i], i + 2)));
             ors.push(format!("({})", ands.join(" AND ")));
         }
         let _ = write!(sql, " WHERE {}", ors.join(" OR "));

@@ -324,7 +324,7 @@ impl Reader {
         let database = self.identity.database.clone();
         self.metrics.source_queries.with_label_values(&["discover"]).inc();
         let client = self.client().await?;
-        let upper = source::query_scalar_i64(client, sql::BEGIN_SNAPSHOT, &[])
+        let upper = source::batch_scalar_i64(client, sql::BEGIN_SNAPSHOT)
             .await?
             .ok_or(SourceError::ChangeTrackingDisabled { database })?;
         self.metrics.database_version.set(upper);

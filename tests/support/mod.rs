@@ -145,21 +145,7 @@ listen = "127.0.0.1:0"
 
     /// Subscribes to every `cdc:*` channel; envelopes are decompressed and parsed.
     pub async fn subscribe(&self) -> Subscriber {
-        let client = redis::Client::open(self.redis.url()).unwrap();
-        let mut pubsub = client.get_async_pubsub().await.unwrap();
-        pubsub.psubscribe("cdc:*").await.unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = received.clone();
-        let task = tokio::spawn(async move {
-            let mut stream = pubsub.into_on_message();
-            while let Some(msg) = stream.next().await {
-                let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
-                let json = decompress(&payload);
-                let value: Value = serde_json::from_slice(&json).expect("envelope is JSON");
-                sink.lock().unwrap().push((msg.get_channel_name().to_string(), value));
-            }
-        });
-        Subscriber { received, task }
+        subscribe(&self.redis.url()).await
     }
 
     /// Decoded Pulsar messages on `topic`, as envelopes.
@@ -211,6 +197,26 @@ listen = "127.0.0.1:0"
     pub fn current_version(&self) -> i64 {
         self.engine.current_version(DB).expect("CT on")
     }
+}
+
+/// Subscribes to every `cdc:*` channel of the Redis at `url`; envelopes are
+/// decompressed and parsed.
+pub async fn subscribe(url: &str) -> Subscriber {
+    let client = redis::Client::open(url).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.psubscribe("cdc:*").await.unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let task = tokio::spawn(async move {
+        let mut stream = pubsub.into_on_message();
+        while let Some(msg) = stream.next().await {
+            let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+            let json = decompress(&payload);
+            let value: Value = serde_json::from_slice(&json).expect("envelope is JSON");
+            sink.lock().unwrap().push((msg.get_channel_name().to_string(), value));
+        }
+    });
+    Subscriber { received, task }
 }
 
 /// Undoes the Redis sink's compression by its magic bytes.
