@@ -154,6 +154,17 @@ pub trait BackendSession: Send + 'static {
     /// error whose class aborts the batch, as SQL Server does.
     fn execute(&mut self, sql: &str, params: &[Param]) -> Vec<Outcome>;
 
+    /// Runs a batch as a module: the statement of an RPC (`sp_executesql`, which
+    /// tiberius sends for every `query`/`execute`). Unlike a SQL batch, SET options
+    /// and the database it changes revert when it returns, and ending with a
+    /// different `@@TRANCOUNT` than it began with adds error 266 after its outcomes
+    /// ("SET Statements (Transact-SQL)",
+    /// https://learn.microsoft.com/en-us/sql/t-sql/statements/set-statements-transact-sql).
+    /// Backends without modules (the wire layer's scripted fake) run it as a batch.
+    fn execute_module(&mut self, sql: &str, params: &[Param]) -> Vec<Outcome> {
+        self.execute(sql, params)
+    }
+
     /// Whether a transaction is open (the wire layer reports it in ENVCHANGE
     /// begin/commit/rollback transaction tokens, which tiberius tracks).
     fn in_transaction(&self) -> bool;

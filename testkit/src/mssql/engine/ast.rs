@@ -270,7 +270,14 @@ pub enum StatementKind {
     Query(Query),
     /// `EXEC (N'…')`: the string runs as a batch of its own (so `CREATE SCHEMA` may
     /// be its first statement), the documented way to create a schema conditionally.
+    /// It is a module scope: SET options and `USE` revert when it returns, and a
+    /// different `@@TRANCOUNT` on return is error 266.
     ExecString(String),
+    /// `EXEC name [args]`, or a batch whose first statement is a bare name (an
+    /// implicit EXEC). No stored procedures exist here, so running it is Msg 2812 —
+    /// at run time, after the whole batch parsed, as SQL Server resolves procedure
+    /// names when it executes the call.
+    ExecProcedure(ObjectName),
     Insert {
         table: ObjectName,
         columns: Option<Vec<String>>,

@@ -8,6 +8,7 @@ use chrono::NaiveDateTime;
 
 use super::catalog::{ci, Database, State};
 use super::error;
+use super::server::Engine;
 use crate::mssql::types::{SqlError, Value};
 
 /// The read-side context of one statement.
@@ -25,6 +26,8 @@ pub struct Env<'a> {
     pub now: NaiveDateTime,
     pub spid: i64,
     pub trancount: i64,
+    /// The engine, for server-scoped views of other sessions (the DMVs).
+    pub engine: &'a Engine,
 }
 
 impl Env<'_> {

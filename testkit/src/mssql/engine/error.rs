@@ -560,6 +560,30 @@ pub fn rollback_without_begin() -> SqlError {
     )
 }
 
+/// Msg 266: a module (stored procedure, `sp_executesql`, `EXEC (N'…')`) returned
+/// with a different `@@TRANCOUNT` than it was entered with. Raised on return, after
+/// the module's own results; it does not undo anything ("Rollbacks and Commits in
+/// Stored Procedures and Triggers",
+/// https://learn.microsoft.com/en-us/previous-versions/sql/sql-server-2008-r2/ms187844(v=sql.105)).
+pub fn transaction_count_mismatch(previous: i64, current: i64) -> SqlError {
+    err(
+        266,
+        16,
+        2,
+        format!("Transaction count after EXECUTE indicates a mismatching number of BEGIN and COMMIT statements. Previous count = {previous}, current count = {current}."),
+    )
+}
+
+/// Msg 300: a server-state DMV read without VIEW SERVER STATE.
+pub fn view_server_state_denied() -> SqlError {
+    err(
+        300,
+        14,
+        1,
+        "VIEW SERVER STATE permission was denied on object 'server', database 'master'.".into(),
+    )
+}
+
 /// Msg 3960: a snapshot transaction's write conflicted with another transaction's.
 pub fn snapshot_update_conflict(table: &str, database: &str) -> SqlError {
     err(
@@ -643,6 +667,7 @@ pub fn aborts_batch(error: &SqlError) -> bool {
     !matches!(
         error.number,
         229 | 262
+            | 300
             | 515
             | 2627
             | 2628

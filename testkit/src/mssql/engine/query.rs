@@ -98,6 +98,7 @@ fn open_source<'s>(env: &'s Env<'_>, table_ref: &TableRef) -> Result<Source<'s>,
                         .ok_or_else(|| error::invalid_object(&name.display()))?,
                     None => env.current_db()?,
                 };
+                sysviews::check_access(env, name.object())?;
                 let view =
                     sysviews::view(env, db, name.object()).ok_or_else(|| error::invalid_object(&name.display()))?;
                 return Ok(Source {

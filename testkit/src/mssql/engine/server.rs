@@ -3,13 +3,14 @@
 //! programmatic path ([`Engine::transaction`]) that workloads and benchmarks use to
 //! commit changes without SQL parsing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, NaiveDateTime};
 
+use super::ast::Isolation;
 use super::catalog::{ci, State};
 use super::change_tracking::{self, Op, RowChange};
 use super::dml;
@@ -29,6 +30,36 @@ struct Inner {
     server_name: String,
     /// Injected failures: (text the batch must contain, error), consumed in order.
     faults: Mutex<std::collections::VecDeque<(String, SqlError)>>,
+    /// What the server-scoped DMVs show of each live session, by session id.
+    sessions: Mutex<BTreeMap<i64, SessionInfo>>,
+    next_transaction_id: AtomicI64,
+    /// Transaction sequence numbers (XSN) of row-versioning transactions.
+    next_xsn: AtomicI64,
+}
+
+/// A live session as `sys.dm_exec_sessions` and the transaction DMVs show it;
+/// each session publishes its own after every statement.
+#[derive(Debug, Clone)]
+pub(super) struct SessionInfo {
+    pub login: String,
+    pub login_ms: u64,
+    /// The current database (its id is looked up when the view is read).
+    pub database: String,
+    pub isolation: Isolation,
+    /// `@@TRANCOUNT`.
+    pub trancount: i64,
+    pub transaction: Option<TransactionInfo>,
+}
+
+/// A session's open transaction.
+#[derive(Debug, Clone)]
+pub(super) struct TransactionInfo {
+    pub id: i64,
+    pub snapshot: bool,
+    /// The transaction sequence number and when it was assigned (engine clock, ms):
+    /// at a SNAPSHOT transaction's first data access, or a transaction's first write
+    /// in a database with row versioning on.
+    pub xsn: Option<(i64, u64)>,
 }
 
 /// An in-memory SQL Server with Change Tracking. Cheap to clone (an `Arc`).
@@ -72,6 +103,9 @@ impl Engine {
                 generation: AtomicU64::new(0),
                 server_name: "TESTKIT-MSSQL".into(),
                 faults: Mutex::new(std::collections::VecDeque::new()),
+                sessions: Mutex::new(BTreeMap::new()),
+                next_transaction_id: AtomicI64::new(1000),
+                next_xsn: AtomicI64::new(1),
             }),
         }
     }
@@ -151,6 +185,38 @@ impl Engine {
 
     fn spid(&self) -> i64 {
         self.inner.next_spid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new `transaction_id`.
+    pub(super) fn next_transaction_id(&self) -> i64 {
+        self.inner.next_transaction_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new transaction sequence number.
+    pub(super) fn next_xsn(&self) -> i64 {
+        self.inner.next_xsn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn session_registry(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, SessionInfo>> {
+        self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records what the DMVs show of session `spid`.
+    pub(super) fn publish_session(&self, spid: i64, info: SessionInfo) {
+        self.session_registry().insert(spid, info);
+    }
+
+    /// Forgets a closed session.
+    pub(super) fn end_session(&self, spid: i64) {
+        self.session_registry().remove(&spid);
+    }
+
+    /// Every live session, by session id.
+    pub(super) fn sessions(&self) -> Vec<(i64, SessionInfo)> {
+        self.session_registry()
+            .iter()
+            .map(|(spid, info)| (*spid, info.clone()))
+            .collect()
     }
 
     /// Fast path for benchmarks and workloads: runs `f` as one committed transaction

@@ -1,6 +1,12 @@
 //! One connection: its database, isolation level, variables and open transaction,
 //! and the execution of a batch statement by statement.
 //!
+//! A batch is parsed whole before any of it runs. A batch run as a module (the
+//! statement of an `sp_executesql` RPC, or `EXEC (N'…')`) is a scope of its own:
+//! SET options and the database it changes revert when it returns, and returning
+//! with a different `@@TRANCOUNT` than it was entered with is error 266. A plain
+//! SQL batch is no module: its SETs and transactions last for the session.
+//!
 //! Outside a transaction each statement runs on a copy of the committed state taken
 //! under the engine lock and, if it wrote, replaces it (statement atomicity). Inside
 //! one, writes go to a private copy and are replayed onto the committed state at
@@ -19,7 +25,7 @@ use super::error;
 use super::expr::{bind, truthy, Scope};
 use super::parser::parse_batch;
 use super::query;
-use super::server::Engine;
+use super::server::{Engine, SessionInfo, TransactionInfo};
 use super::storage;
 use super::value::{coerce, Key, Target};
 use crate::mssql::types::{BackendSession, Outcome, Param, SqlError, Value};
@@ -31,6 +37,11 @@ struct Pending {
 }
 
 struct Transaction {
+    /// `transaction_id` in the transaction DMVs.
+    id: i64,
+    /// Transaction sequence number and when it was assigned (engine clock, ms), once
+    /// the transaction uses row versioning.
+    xsn: Option<(i64, u64)>,
     snapshot: bool,
     /// Nesting depth (`@@TRANCOUNT`).
     depth: i64,
@@ -56,12 +67,39 @@ pub struct Session {
     spid: i64,
     /// `SET NOCOUNT ON`: DML outcomes carry no row count.
     nocount: bool,
+    /// When the session logged in (engine clock, ms).
+    login_ms: u64,
 }
+
+/// What a module restores when it returns: "If a SET statement runs in a stored
+/// procedure or trigger, the value of the SET option gets restored after the stored
+/// procedure or trigger returns control. Also, if you specify a SET statement in a
+/// dynamic SQL string that runs by using either sp_executesql or EXECUTE, the value
+/// of the SET option gets restored after control returns from the batch that you
+/// specified in the dynamic SQL string." (SET Statements (Transact-SQL),
+/// https://learn.microsoft.com/en-us/sql/t-sql/statements/set-statements-transact-sql;
+/// for the isolation level in particular SET TRANSACTION ISOLATION LEVEL
+/// (Transact-SQL), Remarks,
+/// https://learn.microsoft.com/en-us/sql/t-sql/statements/set-transaction-isolation-level-transact-sql).
+/// A `USE` in the string lasts only until it returns too ("Using sp_executesql",
+/// Self-contained Batches,
+/// https://learn.microsoft.com/en-us/previous-versions/sql/sql-server-2005/ms175170(v=sql.90)).
+struct ModuleScope {
+    isolation: Isolation,
+    nocount: bool,
+    database: String,
+    /// `@@TRANCOUNT` at entry, compared on return (Msg 266).
+    trancount: i64,
+}
+
+/// An error that ends the whole batch (and every module in it) was reported.
+struct Abort;
 
 impl Session {
     /// A session for an authenticated login in `database`.
     pub(super) fn new(engine: Engine, login: String, sysadmin: bool, database: String, spid: i64) -> Self {
-        Self {
+        let login_ms = engine.now_ms();
+        let session = Self {
             engine,
             login,
             sysadmin,
@@ -71,7 +109,181 @@ impl Session {
             vars: HashMap::new(),
             spid,
             nocount: false,
+            login_ms,
+        };
+        session.publish();
+        session
+    }
+
+    /// `@@TRANCOUNT`.
+    fn trancount(&self) -> i64 {
+        self.txn.as_ref().map_or(0, |t| t.depth)
+    }
+
+    /// Tells the engine what the DMVs should show of this session.
+    fn publish(&self) {
+        self.engine.publish_session(
+            self.spid,
+            SessionInfo {
+                login: self.login.clone(),
+                login_ms: self.login_ms,
+                database: self.database.clone(),
+                isolation: self.isolation,
+                trancount: self.trancount(),
+                transaction: self.txn.as_ref().map(|t| TransactionInfo {
+                    id: t.id,
+                    snapshot: t.snapshot,
+                    xsn: t.xsn,
+                }),
+            },
+        );
+    }
+
+    /// `SET TRANSACTION ISOLATION LEVEL`, also when a module's level is restored.
+    /// Leaving SNAPSHOT inside a transaction: the transaction stops using row
+    /// versioning and reads committed data from then on (SET TRANSACTION ISOLATION
+    /// LEVEL (Transact-SQL), the table of changes between levels,
+    /// https://learn.microsoft.com/en-us/sql/t-sql/statements/set-transaction-isolation-level-transact-sql).
+    fn set_isolation(&mut self, level: Isolation) {
+        self.isolation = level;
+        if level == Isolation::Snapshot {
+            return;
         }
+        if let Some(t) = self.txn.as_mut().filter(|t| t.snapshot) {
+            t.snapshot = false;
+            t.private = None;
+            if t.writes.is_empty() {
+                t.base = None;
+            }
+        }
+    }
+
+    fn enter_module(&self) -> ModuleScope {
+        ModuleScope {
+            isolation: self.isolation,
+            nocount: self.nocount,
+            database: self.database.clone(),
+            trancount: self.trancount(),
+        }
+    }
+
+    /// A module returns: Msg 266 when `@@TRANCOUNT` differs from its value at entry
+    /// (the transaction stays as the module left it: "Rollbacks and Commits in Stored
+    /// Procedures and Triggers",
+    /// https://learn.microsoft.com/en-us/previous-versions/sql/sql-server-2008-r2/ms187844(v=sql.105)),
+    /// then the SET options and database revert. A batch aborted by an error that
+    /// rolled the transaction back (deadlock victim, update conflict) never returns
+    /// to its caller, so it raises no 266.
+    fn leave_module(&mut self, scope: ModuleScope, aborted: bool, out: &mut Vec<Outcome>) {
+        let current = self.trancount();
+        let rolled_back_by_server =
+            aborted && matches!(out.last(), Some(Outcome::Error(e)) if matches!(e.number, 1205 | 3960));
+        if current != scope.trancount && !rolled_back_by_server {
+            out.push(Outcome::Error(error::transaction_count_mismatch(
+                scope.trancount,
+                current,
+            )));
+        }
+        if self.isolation != scope.isolation {
+            self.set_isolation(scope.isolation);
+        }
+        self.nocount = scope.nocount;
+        self.database = scope.database;
+        self.publish();
+    }
+
+    /// Runs a parsed batch (a module when `module`) with `params` as its variables.
+    fn batch(&mut self, sql: &str, params: &[Param], module: bool) -> Vec<Outcome> {
+        if let Some(e) = self.engine.take_fault(sql) {
+            self.txn = None;
+            self.publish();
+            return vec![Outcome::Error(e)];
+        }
+        // The whole batch is compiled before any of it runs: a syntax error anywhere
+        // rejects all of it.
+        let statements = match parse_batch(sql) {
+            Ok(s) => s,
+            Err(e) => return vec![Outcome::Error(e)],
+        };
+        self.vars = params.iter().map(|p| (ci(&p.name), p.value.clone())).collect();
+        let scope = module.then(|| self.enter_module());
+        let mut out = Vec::new();
+        let aborted = self.run_each(&statements, &mut out).is_err();
+        if let Some(scope) = scope {
+            self.leave_module(scope, aborted, &mut out);
+        }
+        self.vars.clear();
+        self.publish();
+        out
+    }
+
+    /// Runs statements in order; an error that does not abort the batch ends only
+    /// its statement.
+    fn run_each(&mut self, statements: &[Statement], out: &mut Vec<Outcome>) -> Result<(), Abort> {
+        for s in statements {
+            self.run(s, out)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one statement, appending its outcomes (and those of the statements it
+    /// contains) to `out`.
+    fn run(&mut self, stmt: &Statement, out: &mut Vec<Outcome>) -> Result<(), Abort> {
+        let result = match &stmt.kind {
+            StatementKind::Block(stmts) => return self.run_each(stmts, out),
+            StatementKind::If {
+                condition,
+                then,
+                otherwise,
+            } => match self.eval_scalar(condition) {
+                Ok(cond) if truthy(&cond) => return self.run(then, out),
+                Ok(_) => match otherwise {
+                    Some(o) => return self.run(o, out),
+                    None => Ok(vec![Outcome::Done { row_count: None }]),
+                },
+                Err(e) => Err(e),
+            },
+            StatementKind::ExecString(sql) => return self.exec_string(sql, stmt.line, out),
+            _ => self.statement(stmt),
+        };
+        match result {
+            Ok(o) => {
+                out.extend(o);
+                self.publish();
+                Ok(())
+            }
+            Err(e) => self.fail(e, stmt.line, out),
+        }
+    }
+
+    /// Reports a statement's error; `Err` when it ends the batch.
+    fn fail(&mut self, mut e: SqlError, line: u32, out: &mut Vec<Outcome>) -> Result<(), Abort> {
+        if e.line <= 1 {
+            e.line = line;
+        }
+        let abort = error::aborts_batch(&e);
+        out.push(Outcome::Error(e));
+        self.publish();
+        if abort {
+            Err(Abort)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `EXEC (N'…')`: the string is compiled when the EXEC runs, as a batch of its
+    /// own that sees none of the caller's variables, and runs as a module.
+    fn exec_string(&mut self, sql: &str, line: u32, out: &mut Vec<Outcome>) -> Result<(), Abort> {
+        let statements = match parse_batch(sql) {
+            Ok(s) => s,
+            Err(e) => return self.fail(e, line, out),
+        };
+        let scope = self.enter_module();
+        let caller_vars = std::mem::take(&mut self.vars);
+        let result = self.run_each(&statements, out);
+        self.vars = caller_vars;
+        self.leave_module(scope, result.is_err(), out);
+        result
     }
 
     /// Runs `f` with a read view: the transaction's private state, or a copy of the
@@ -90,6 +302,11 @@ impl Session {
                         let snapshot = self.engine.committed();
                         t.base = Some(snapshot.clone());
                         t.private = Some(snapshot);
+                        // A SNAPSHOT transaction gets its sequence number at its
+                        // first data access.
+                        if t.xsn.is_none() {
+                            t.xsn = Some((self.engine.next_xsn(), self.engine.now_ms()));
+                        }
                     }
                     t.private.clone().unwrap_or_else(|| self.engine.committed())
                 } else {
@@ -135,7 +352,8 @@ impl Session {
                 .map_or(self.isolation == Isolation::Snapshot, |t| t.snapshot),
             now: self.engine.now(),
             spid: self.spid,
-            trancount: self.txn.as_ref().map_or(0, |t| t.depth),
+            trancount: self.trancount(),
+            engine: &self.engine,
         }
     }
 
@@ -185,7 +403,15 @@ impl Session {
                 &mut planned.changes,
                 &|| error::snapshot_update_conflict("", ""),
             )?;
+            // A write in a database with row versioning on gives the transaction
+            // its sequence number.
+            let versioned = state
+                .database(&planned.database)
+                .is_some_and(|d| d.snapshot_isolation || d.read_committed_snapshot);
             if let Some(t) = self.txn.as_mut() {
+                if versioned && t.xsn.is_none() {
+                    t.xsn = Some((self.engine.next_xsn(), self.engine.now_ms()));
+                }
                 t.private = Some(state);
                 t.writes.push(Pending { planned, context });
             }
@@ -346,18 +572,18 @@ impl Session {
                 done()
             }
             StatementKind::SetIsolation(level) => {
-                self.isolation = *level;
+                self.set_isolation(*level);
                 done()
             }
             StatementKind::SetOption => done(),
-            StatementKind::ExecString(sql) => {
-                let statements = parse_batch(sql)?;
+            // Control flow and EXEC of a string run through `run`, which reports the
+            // outcomes of each statement they contain.
+            StatementKind::ExecString(_) | StatementKind::If { .. } | StatementKind::Block(_) => {
                 let mut out = Vec::new();
-                for s in &statements {
-                    out.extend(self.statement(s)?);
-                }
+                let _ = self.run(stmt, &mut out);
                 Ok(out)
             }
+            StatementKind::ExecProcedure(name) => Err(error::unknown_procedure(&name.display())),
             StatementKind::Print(e) => {
                 self.eval_scalar(e)?;
                 done()
@@ -371,6 +597,8 @@ impl Session {
                     Some(t) => t.depth += 1,
                     None => {
                         self.txn = Some(Transaction {
+                            id: self.engine.next_transaction_id(),
+                            xsn: None,
                             snapshot: self.isolation == Isolation::Snapshot,
                             depth: 1,
                             private: None,
@@ -394,27 +622,6 @@ impl Session {
                     return Err(error::rollback_without_begin());
                 }
                 done()
-            }
-            StatementKind::If {
-                condition,
-                then,
-                otherwise,
-            } => {
-                let cond = self.eval_scalar(condition)?;
-                if truthy(&cond) {
-                    self.statement(then)
-                } else if let Some(o) = otherwise {
-                    self.statement(o)
-                } else {
-                    done()
-                }
-            }
-            StatementKind::Block(stmts) => {
-                let mut out = Vec::new();
-                for s in stmts {
-                    out.extend(self.statement(s)?);
-                }
-                Ok(out)
             }
             StatementKind::Declare(vars) => {
                 for (name, ty, init) in vars {
@@ -524,36 +731,20 @@ impl BackendSession for Session {
     }
 
     fn execute(&mut self, sql: &str, params: &[Param]) -> Vec<Outcome> {
-        if let Some(e) = self.engine.take_fault(sql) {
-            self.txn = None;
-            return vec![Outcome::Error(e)];
-        }
-        let statements = match parse_batch(sql) {
-            Ok(s) => s,
-            Err(e) => return vec![Outcome::Error(e)],
-        };
-        self.vars = params.iter().map(|p| (ci(&p.name), p.value.clone())).collect();
-        let mut out = Vec::new();
-        for stmt in &statements {
-            match self.statement(stmt) {
-                Ok(o) => out.extend(o),
-                Err(mut e) => {
-                    if e.line <= 1 {
-                        e.line = stmt.line;
-                    }
-                    let abort = error::aborts_batch(&e);
-                    out.push(Outcome::Error(e));
-                    if abort {
-                        break;
-                    }
-                }
-            }
-        }
-        self.vars.clear();
-        out
+        self.batch(sql, params, false)
+    }
+
+    fn execute_module(&mut self, sql: &str, params: &[Param]) -> Vec<Outcome> {
+        self.batch(sql, params, true)
     }
 
     fn in_transaction(&self) -> bool {
         self.txn.is_some()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.engine.end_session(self.spid);
     }
 }

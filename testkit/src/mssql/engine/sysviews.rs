@@ -5,11 +5,13 @@
 
 use chrono::{DateTime, NaiveDateTime};
 
+use super::ast::Isolation;
 use super::catalog::Database;
 use super::datatype::{self, SYSNAME};
 use super::env::Env;
+use super::error;
 use super::security;
-use crate::mssql::types::{SqlType, Value};
+use crate::mssql::types::{SqlError, SqlType, Value};
 
 /// A materialized catalog view.
 pub struct View {
@@ -37,6 +39,31 @@ fn time(ms: u64) -> Value {
 }
 
 const NV60: SqlType = SqlType::NVarChar(Some(60));
+
+/// `transaction_isolation_level` of `sys.dm_exec_sessions`: "0 = Unspecified,
+/// 1 = ReadUncommitted, 2 = ReadCommitted, 3 = RepeatableRead, 4 = Serializable,
+/// 5 = Snapshot" (sys.dm_exec_sessions (Transact-SQL),
+/// https://learn.microsoft.com/en-us/sql/relational-databases/system-dynamic-management-views/sys-dm-exec-sessions-transact-sql).
+fn isolation_level(level: Isolation) -> i64 {
+    match level {
+        Isolation::ReadUncommitted => 1,
+        Isolation::ReadCommitted => 2,
+        Isolation::RepeatableRead => 3,
+        Isolation::Serializable => 4,
+        Isolation::Snapshot => 5,
+    }
+}
+
+/// Whether the principal may read `sys.<name>` at all: the transaction DMVs need
+/// VIEW SERVER STATE (only sysadmin holds it here), Msg 300 otherwise
+/// (sys.dm_tran_active_snapshot_database_transactions (Transact-SQL), Permissions,
+/// https://learn.microsoft.com/en-us/sql/relational-databases/system-dynamic-management-views/sys-dm-tran-active-snapshot-database-transactions-transact-sql).
+pub fn check_access(env: &Env<'_>, name: &str) -> Result<(), SqlError> {
+    if name.eq_ignore_ascii_case("dm_tran_active_snapshot_database_transactions") && !env.sysadmin {
+        return Err(error::view_server_state_denied());
+    }
+    Ok(())
+}
 
 /// The view `sys.<name>` as seen from `db`, or `None` for an unknown view.
 pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
@@ -399,6 +426,71 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                     Value::Null,
                 ]))
                 .collect(),
+        },
+        // One row per session; without VIEW SERVER STATE a login sees only its own
+        // (sys.dm_exec_sessions (Transact-SQL), Permissions,
+        // https://learn.microsoft.com/en-us/sql/relational-databases/system-dynamic-management-views/sys-dm-exec-sessions-transact-sql).
+        "dm_exec_sessions" => View {
+            columns: vec![
+                ("session_id", SqlType::SmallInt, false),
+                ("login_time", SqlType::DateTime, false),
+                ("login_name", SqlType::NVarChar(Some(128)), false),
+                ("status", SqlType::NVarChar(Some(30)), false),
+                ("database_id", SqlType::SmallInt, false),
+                ("transaction_isolation_level", SqlType::SmallInt, false),
+                ("open_transaction_count", SqlType::Int, false),
+            ],
+            rows: env
+                .engine
+                .sessions()
+                .into_iter()
+                .filter(|(spid, _)| env.sysadmin || *spid == env.spid)
+                .map(|(spid, info)| {
+                    let database_id = env.state.database(&info.database).map_or(0, |d| d.database_id);
+                    vec![
+                        i(spid),
+                        time(info.login_ms),
+                        s(&info.login),
+                        s(if spid == env.spid { "running" } else { "sleeping" }),
+                        i(database_id),
+                        i(isolation_level(info.isolation)),
+                        i(info.trancount),
+                    ]
+                })
+                .collect(),
+        },
+        // Open transactions that use row versioning, with the sequence number they
+        // got at their first versioned access and the seconds since (for spotting a
+        // long-open snapshot transaction). A subset of the documented columns.
+        "dm_tran_active_snapshot_database_transactions" => View {
+            columns: vec![
+                ("transaction_id", SqlType::BigInt, false),
+                ("transaction_sequence_num", SqlType::BigInt, false),
+                ("commit_sequence_num", SqlType::BigInt, true),
+                ("is_snapshot", SqlType::Int, false),
+                ("session_id", SqlType::Int, false),
+                ("elapsed_time_seconds", SqlType::BigInt, false),
+            ],
+            rows: {
+                let now = env.engine.now_ms();
+                env.engine
+                    .sessions()
+                    .into_iter()
+                    .filter_map(|(spid, info)| {
+                        let t = info.transaction?;
+                        let (xsn, since) = t.xsn?;
+                        let elapsed = i64::try_from(now.saturating_sub(since) / 1000).unwrap_or(i64::MAX);
+                        Some(vec![
+                            i(t.id),
+                            i(xsn),
+                            Value::Null,
+                            i(i64::from(t.snapshot)),
+                            i(spid),
+                            i(elapsed),
+                        ])
+                    })
+                    .collect()
+            },
         },
         _ => return None,
     })

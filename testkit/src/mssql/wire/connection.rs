@@ -383,19 +383,27 @@ impl<B: Backend> Connection<B> {
         )
     }
 
-    /// Runs a batch on the session. The engine is synchronous; on a multi-threaded
-    /// runtime the worker is handed over for the duration so other connections keep
-    /// being served while a large batch runs.
-    fn execute(&mut self, sql: &str, params: &[Param]) -> Vec<Outcome> {
+    /// Runs a batch on the session: as a module for an RPC's statement, as a plain
+    /// batch (whose SETs and transactions persist) for a SQL batch. The engine is
+    /// synchronous; on a multi-threaded runtime the worker is handed over for the
+    /// duration so other connections keep being served while a large batch runs.
+    fn execute(&mut self, sql: &str, params: &[Param], module: bool) -> Vec<Outcome> {
         let Some(session) = self.session.as_mut() else {
             return Vec::new();
+        };
+        let mut run = || {
+            if module {
+                session.execute_module(sql, params)
+            } else {
+                session.execute(sql, params)
+            }
         };
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if multi_thread {
-            tokio::task::block_in_place(|| session.execute(sql, params))
+            tokio::task::block_in_place(run)
         } else {
-            session.execute(sql, params)
+            run()
         }
     }
 
@@ -416,8 +424,12 @@ impl<B: Backend> Connection<B> {
             }
             (true, false) => {
                 let descriptor = self.transaction.take().unwrap_or_default();
+                // Msg 266 (a module returned with another @@TRANCOUNT) reports a
+                // COMMIT or ROLLBACK inside it; it ends nothing itself.
                 let rolled_back = sql.to_ascii_uppercase().contains("ROLLBACK")
-                    || outcomes.iter().any(|o| matches!(o, Outcome::Error(_)));
+                    || outcomes
+                        .iter()
+                        .any(|o| matches!(o, Outcome::Error(e) if e.number != 266));
                 let ty = if rolled_back {
                     env::ROLLBACK_TRAN
                 } else {
@@ -499,7 +511,7 @@ impl<B: Backend> Connection<B> {
 
     async fn sql_batch<W: AsyncWrite + Unpin>(&mut self, io: &mut W, sql: &str) -> Result<(), ConnectionError> {
         let before = self.before();
-        let outcomes = self.execute(sql, &[]);
+        let outcomes = self.execute(sql, &[], false);
         self.env_changes(&before, sql, &outcomes);
         if outcomes.is_empty() {
             tokens::done(&mut self.writer.buf, DoneKind::Done, done_status::FINAL, 0, 0);
@@ -577,8 +589,9 @@ impl<B: Backend> Connection<B> {
                     value: p.value.clone(),
                 })
                 .collect();
+            // sp_executesql runs its statement as a module.
             let before = self.before();
-            let outcomes = self.execute(&stmt, &params);
+            let outcomes = self.execute(&stmt, &params, true);
             self.env_changes(&before, &stmt, &outcomes);
             for o in &outcomes {
                 if !self.outcome(io, o, DoneKind::DoneInProc, true).await? {
@@ -619,7 +632,7 @@ impl<B: Backend> Connection<B> {
             return Ok(());
         };
         let before = self.before();
-        let outcomes = self.execute(&sql, &[]);
+        let outcomes = self.execute(&sql, &[], false);
         self.env_changes(&before, &sql, &outcomes);
         let mut status = done_status::FINAL;
         for o in &outcomes {

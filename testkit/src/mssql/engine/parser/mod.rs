@@ -285,9 +285,8 @@ impl Parser {
         let word = match &tok {
             Tok::Word { text, quoted: false } => text.to_uppercase(),
             Tok::Sym("(") => return Ok(StatementKind::Query(self.query()?)),
-            Tok::Word { text, quoted: true } if first_in_batch => {
-                return Err(with_line(error::unknown_procedure(text), self.line()))
-            }
+            // A batch starting with a name is an implicit EXEC of that procedure.
+            Tok::Word { quoted: true, .. } if first_in_batch => return self.exec_procedure(),
             _ => return Err(self.unexpected()),
         };
         match word.as_str() {
@@ -405,11 +404,10 @@ impl Parser {
             }
             "EXEC" | "EXECUTE" => {
                 // No stored procedures exist here (sp_executesql arrives as an RPC
-                // the wire layer decodes), so any EXEC names a missing procedure.
+                // the wire layer decodes), so any EXEC names a missing procedure:
+                // Msg 2812 when it runs, once the whole batch has parsed.
                 self.pos += 1;
-                let line = self.line();
-                let name = self.object_name()?;
-                Err(with_line(error::unknown_procedure(&name.display()), line))
+                self.exec_procedure()
             }
             "PRINT" => {
                 self.pos += 1;
@@ -442,11 +440,54 @@ impl Parser {
                 }
                 Ok(StatementKind::WithContext { context, statement })
             }
-            _ if first_in_batch && !is_reserved(&word) => {
-                let name = self.ident()?;
-                Err(with_line(error::unknown_procedure(&name), self.line()))
-            }
+            // "You do not have to specify the EXECUTE keyword when executing stored
+            // procedures when the statement is the first one in a batch" (EXECUTE
+            // (Transact-SQL), https://learn.microsoft.com/en-us/sql/t-sql/language-elements/execute-transact-sql).
+            // It is an EXEC only if the rest of the batch parses too; a syntax error
+            // anywhere still rejects the whole batch (102/156) and nothing runs.
+            _ if first_in_batch && !is_reserved(&word) => self.exec_procedure(),
             _ => Err(self.unexpected()),
+        }
+    }
+
+    /// The rest of an EXEC, explicit or implicit: `name [[@param =] value [OUTPUT]
+    /// [, …]]`, values being constants, variables, DEFAULT or bare words (which SQL
+    /// Server passes as strings).
+    fn exec_procedure(&mut self) -> PResult<StatementKind> {
+        let name = self.object_name()?;
+        if self.exec_argument_follows() {
+            loop {
+                if matches!(self.peek(), Some(Tok::Var(_))) && matches!(self.peek_at(1), Some(Tok::Sym("="))) {
+                    self.pos += 2;
+                }
+                if !self.exec_argument_follows() {
+                    return Err(self.unexpected());
+                }
+                if matches!(self.peek(), Some(Tok::Sym("-"))) {
+                    self.pos += 1;
+                }
+                self.pos += 1;
+                let _ = self.eat_kw("OUTPUT") || self.eat_kw("OUT");
+                if !self.eat_sym(",") {
+                    break;
+                }
+            }
+        }
+        Ok(StatementKind::ExecProcedure(name))
+    }
+
+    /// Whether the next token can start an EXEC argument value.
+    fn exec_argument_follows(&self) -> bool {
+        match self.peek() {
+            Some(Tok::Var(_) | Tok::Num(_) | Tok::Str { .. } | Tok::Bin(_)) => true,
+            Some(Tok::Sym("-")) => matches!(self.peek_at(1), Some(Tok::Num(_))),
+            Some(Tok::Word { text, quoted }) => {
+                *quoted
+                    || !is_reserved(text)
+                    || text.eq_ignore_ascii_case("DEFAULT")
+                    || text.eq_ignore_ascii_case("NULL")
+            }
+            _ => false,
         }
     }
 
