@@ -151,6 +151,29 @@ async fn unknown_database_is_error_4060() {
     server.shutdown().await;
 }
 
+/// FEDAUTH in the LOGIN7 FeatureExt (MS-TDS 2.2.6.4): the stand-in has no federated
+/// authentication layer, so per MS-TDS 3.3.5.5 the login fails and nothing reaches
+/// the backend.
+#[tokio::test]
+async fn an_azure_ad_token_login_is_refused_with_18456() {
+    let backend = FakeBackend::new();
+    let server = start(&backend).await;
+
+    let mut config = config(&server, USER, PASSWORD, Some(DATABASE));
+    config.authentication(tiberius::AuthMethod::aad_token("not-a-real-token"));
+    let err = connect_with(config).await.expect_err("login must fail");
+
+    match err {
+        tiberius::error::Error::Server(e) => {
+            assert_eq!((e.code(), e.class()), (18456, 14));
+            assert_eq!(e.message(), "Login failed for user '<token-identified principal>'.");
+        }
+        other => panic!("expected a server error, got {other:?}"),
+    }
+    assert!(backend.logins().is_empty(), "no SQL login was attempted");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn client_requiring_encryption_is_refused_by_a_server_without_tls() {
     let backend = FakeBackend::new();

@@ -206,14 +206,17 @@ impl<B: Backend> Connection<B> {
     }
 
     async fn login<W: AsyncWrite + Unpin>(&mut self, io: &mut W, login: &Login7) -> Result<(), ConnectionError> {
-        let attempt = if login.integrated_security || login.feature_ext {
-            // Windows and Azure AD authentication do not exist here; SQL Server
-            // answers an unusable login with 18456 too.
-            Err(SqlError::new(
-                18456,
-                14,
-                format!("Login failed for user '{}'.", login.user),
-            ))
+        let attempt = if login.integrated_security || login.requests_fedauth() {
+            // Windows and federated (Azure AD) authentication do not exist here; SQL
+            // Server answers an unusable login with 18456 too, and MS-TDS 3.3.5.5 asks
+            // for a "Login failed" ERROR then a closed connection for a FEDAUTH token
+            // the server cannot validate. Other FeatureExt features do not block a
+            // SQL login (see `Login7::feature_acks`).
+            let user = match login.user.as_str() {
+                "" if login.requests_fedauth() => "<token-identified principal>",
+                user => user,
+            };
+            Err(SqlError::new(18456, 14, format!("Login failed for user '{user}'.")))
         } else {
             let db = (!login.database.is_empty()).then_some(login.database.as_str());
             self.shared.backend.login(&login.user, &login.password, db)
@@ -245,6 +248,10 @@ impl<B: Backend> Connection<B> {
         self.info(5703, 1, "Changed language setting to us_english.");
         let buf = &mut self.writer.buf;
         tokens::login_ack(buf, tds_version, "Microsoft SQL Server", SERVER_VERSION);
+        if let Some(acks) = login.feature_acks() {
+            let acks: Vec<(u8, &[u8])> = acks.iter().map(|a| (a.id, a.data.as_slice())).collect();
+            tokens::feature_ext_ack(buf, &acks);
+        }
         tokens::env_change_text(
             buf,
             env::PACKET_SIZE,

@@ -7,6 +7,7 @@ use super::values::{self, EncodeError};
 use crate::mssql::types::{Column, Value};
 
 const LOGINACK: u8 = 0xAD;
+const FEATUREEXTACK: u8 = 0xAE;
 const ENVCHANGE: u8 = 0xE3;
 const ERROR: u8 = 0xAA;
 const INFO: u8 = 0xAB;
@@ -82,6 +83,20 @@ pub fn login_ack(dst: &mut BytesMut, tds_version: u32, prog_name: &str, version:
         put_b_varchar(d, prog_name);
         d.put_slice(&version);
     });
+}
+
+/// FEATUREEXTACK (MS-TDS 2.2.7.11, TDS 7.4): after LOGINACK, one (FeatureId,
+/// FeatureAckDataLen DWORD, FeatureAckData) per acknowledged feature, then the 0xFF
+/// TERMINATOR; no length prefix.
+/// <https://learn.microsoft.com/en-us/openspecs/windows_protocols/ms-tds/2eb82f8e-11f0-46dc-b42d-27302fa4701a>
+pub fn feature_ext_ack(dst: &mut BytesMut, acks: &[(u8, &[u8])]) {
+    dst.put_u8(FEATUREEXTACK);
+    for (id, data) in acks {
+        dst.put_u8(*id);
+        dst.put_u32_le(u32::try_from(data.len()).unwrap_or(u32::MAX));
+        dst.put_slice(data);
+    }
+    dst.put_u8(0xFF);
 }
 
 /// ENVCHANGE types (MS-TDS 2.2.7.9).
