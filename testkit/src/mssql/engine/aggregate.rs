@@ -5,10 +5,11 @@
 use std::cmp::Ordering;
 
 use super::ast::{BinOp, Expr, Select, SelectItem};
+use super::collation::{self, Rules};
 use super::env::Env;
 use super::error;
 use super::expr::{arithmetic, bind, Bound, Scope};
-use super::value::sort_cmp;
+use super::value::sort_cmp_as;
 use crate::mssql::types::{Column, SqlError, SqlType, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,8 @@ enum Item {
         arg: Bound,
         acc: Value,
         count: i64,
+        /// MIN/MAX of strings follow the argument's collation rules.
+        rules: Rules,
     },
     Const(Bound),
 }
@@ -76,6 +79,7 @@ pub fn prepare(select: &Select, scope: &Scope, env: &Env<'_>) -> Result<Aggregat
         match kind_of(expr) {
             Some((kind, arg)) => {
                 let t = bind(arg, scope, env)?;
+                let rules = collation::rules_of(&t.ty);
                 let (ty, nullable) = match kind {
                     Kind::Count => (SqlType::Int, false),
                     Kind::CountBig => (SqlType::BigInt, false),
@@ -96,6 +100,7 @@ pub fn prepare(select: &Select, scope: &Scope, env: &Env<'_>) -> Result<Aggregat
                     arg: t.bound,
                     acc: Value::Null,
                     count: 0,
+                    rules,
                 });
             }
             None => {
@@ -137,7 +142,14 @@ impl Aggregation {
     /// Accumulates one row.
     pub fn feed(&mut self, row: &[Value], env: &Env<'_>) -> Result<(), SqlError> {
         for item in &mut self.items {
-            let Item::Agg { kind, arg, acc, count } = item else {
+            let Item::Agg {
+                kind,
+                arg,
+                acc,
+                count,
+                rules,
+            } = item
+            else {
                 continue;
             };
             let v = arg.eval(row, env)?;
@@ -151,7 +163,7 @@ impl Aggregation {
                     let better = match &*acc {
                         Value::Null => true,
                         current => {
-                            let o = sort_cmp(&v, current);
+                            let o = sort_cmp_as(&v, current, *rules);
                             (*kind == Kind::Min && o == Ordering::Less)
                                 || (*kind == Kind::Max && o == Ordering::Greater)
                         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use imbl::OrdMap;
 
 use super::change_tracking::TableTracking;
+use super::collation;
 use super::value::{Key, Row};
 use crate::mssql::types::SqlType;
 
@@ -122,7 +123,20 @@ pub struct Table {
 impl Table {
     /// The key of a row.
     pub fn key_of(&self, row: &[crate::mssql::types::Value]) -> Key {
-        Key::new(self.primary_key.iter().map(|&i| row[i].clone()).collect())
+        self.key_from(self.primary_key.iter().map(|&i| row[i].clone()).collect())
+    }
+
+    /// A key from its column values, its strings ordered by their column's collation
+    /// rules (nchar/nvarchar key columns by the Unicode ones).
+    pub fn key_from(&self, values: Vec<crate::mssql::types::Value>) -> Key {
+        let unicode = self
+            .primary_key
+            .iter()
+            .take(32)
+            .enumerate()
+            .filter(|(_, &c)| collation::rules_of(&self.columns[c].ty) == collation::Rules::Unicode)
+            .fold(0u32, |m, (k, _)| m | (1 << k));
+        Key::with_rules(values, unicode)
     }
 
     /// Index of a column by name (case-insensitive).

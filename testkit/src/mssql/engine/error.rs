@@ -661,6 +661,16 @@ pub fn not_supported(what: &str) -> SqlError {
     )
 }
 
+/// Msg 447: `COLLATE` on a column (or expression) that is not a character string.
+pub fn collate_invalid_for_type(type_name: &str) -> SqlError {
+    err(
+        447,
+        16,
+        0,
+        format!("Expression type {type_name} is invalid for COLLATE clause."),
+    )
+}
+
 /// Whether an error ends the whole batch (compile and name-resolution errors do;
 /// constraint, permission and conversion errors end only their statement).
 pub fn aborts_batch(error: &SqlError) -> bool {

@@ -7,6 +7,7 @@ use std::cmp::Ordering;
 
 use super::ast::{BinOp, Expr, Query};
 use super::catalog::ci;
+use super::collation::{self, Rules};
 use super::env::Env;
 use super::error;
 use super::functions;
@@ -96,15 +97,21 @@ pub enum Bound {
     Col(usize),
     Neg(Box<Bound>),
     Not(Box<Bound>),
+    /// Arithmetic, concatenation, AND, OR.
     Bin(BinOp, Box<Bound>, Box<Bound>),
+    /// `=`, `<>`, `<`, `<=`, `>`, `>=`, strings under the collation rules the operand
+    /// types select (data type precedence: nvarchar beats varchar).
+    Cmp(BinOp, Rules, Box<Bound>, Box<Bound>),
     IsNull(Box<Bound>, bool),
-    In(Box<Bound>, Vec<Bound>, bool),
-    Between(Box<Bound>, Box<Bound>, Box<Bound>, bool),
+    In(Box<Bound>, Vec<Bound>, bool, Rules),
+    Between(Box<Bound>, Box<Bound>, Box<Bound>, bool, Rules),
     Like(Box<Bound>, Box<Bound>, bool),
     Case {
         operand: Option<Box<Bound>>,
         whens: Vec<(Bound, Bound)>,
         otherwise: Option<Box<Bound>>,
+        /// How the operand compares with each WHEN value (simple CASE).
+        rules: Rules,
     },
     Call(Func, Vec<Bound>),
     /// Uncorrelated `EXISTS (…)`, evaluated once per statement.
@@ -176,12 +183,27 @@ pub fn bind(expr: &Expr, scope: &Scope, env: &Env<'_>) -> Result<Typed, SqlError
         Expr::Binary { op, left, right } => {
             let l = bind(left, scope, env)?;
             let r = bind(right, scope, env)?;
-            let ty = match op {
-                BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => arithmetic_type(&l.ty, &r.ty),
-                _ => SqlType::Bit,
-            };
             let nullable = l.nullable || r.nullable;
-            typed(Bound::Bin(*op, Box::new(l.bound), Box::new(r.bound)), ty, nullable)
+            match op {
+                BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => typed(
+                    Bound::Bin(*op, Box::new(l.bound), Box::new(r.bound)),
+                    arithmetic_type(&l.ty, &r.ty),
+                    nullable,
+                ),
+                BinOp::And | BinOp::Or => typed(
+                    Bound::Bin(*op, Box::new(l.bound), Box::new(r.bound)),
+                    SqlType::Bit,
+                    nullable,
+                ),
+                BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                    let rules = collation::comparison_rules([&l.ty, &r.ty]);
+                    typed(
+                        Bound::Cmp(*op, rules, Box::new(l.bound), Box::new(r.bound)),
+                        SqlType::Bit,
+                        nullable,
+                    )
+                }
+            }
         }
         Expr::IsNull { expr, negated } => {
             let t = bind(expr, scope, env)?;
@@ -191,9 +213,11 @@ pub fn bind(expr: &Expr, scope: &Scope, env: &Env<'_>) -> Result<Typed, SqlError
             let t = bind(expr, scope, env)?;
             let items = list
                 .iter()
-                .map(|e| bind(e, scope, env).map(|t| t.bound))
+                .map(|e| bind(e, scope, env))
                 .collect::<Result<Vec<_>, _>>()?;
-            typed(Bound::In(Box::new(t.bound), items, *negated), SqlType::Bit, true)
+            let rules = collation::comparison_rules(std::iter::once(&t.ty).chain(items.iter().map(|i| &i.ty)));
+            let items = items.into_iter().map(|i| i.bound).collect();
+            typed(Bound::In(Box::new(t.bound), items, *negated, rules), SqlType::Bit, true)
         }
         Expr::Between {
             expr,
@@ -201,11 +225,18 @@ pub fn bind(expr: &Expr, scope: &Scope, env: &Env<'_>) -> Result<Typed, SqlError
             high,
             negated,
         } => {
-            let e = bind(expr, scope, env)?.bound;
-            let lo = bind(low, scope, env)?.bound;
-            let hi = bind(high, scope, env)?.bound;
+            let e = bind(expr, scope, env)?;
+            let lo = bind(low, scope, env)?;
+            let hi = bind(high, scope, env)?;
+            let rules = collation::comparison_rules([&e.ty, &lo.ty, &hi.ty]);
             typed(
-                Bound::Between(Box::new(e), Box::new(lo), Box::new(hi), *negated),
+                Bound::Between(
+                    Box::new(e.bound),
+                    Box::new(lo.bound),
+                    Box::new(hi.bound),
+                    *negated,
+                    rules,
+                ),
                 SqlType::Bit,
                 true,
             )
@@ -222,14 +253,19 @@ pub fn bind(expr: &Expr, scope: &Scope, env: &Env<'_>) -> Result<Typed, SqlError
             otherwise,
         } => {
             let operand = match operand {
-                Some(o) => Some(Box::new(bind(o, scope, env)?.bound)),
+                Some(o) => Some(bind(o, scope, env)?),
                 None => None,
             };
+            let mut compared: Vec<SqlType> = operand.iter().map(|o| o.ty.clone()).collect();
+            let operand = operand.map(|o| Box::new(o.bound));
             let mut ty: Option<SqlType> = None;
             let mut nullable = otherwise.is_none();
             let mut bound_whens = Vec::new();
             for (c, v) in whens {
                 let c = bind(c, scope, env)?;
+                if operand.is_some() {
+                    compared.push(c.ty.clone());
+                }
                 let v = bind(v, scope, env)?;
                 if !matches!(v.bound, Bound::Const(Value::Null)) {
                     ty = Some(match ty {
@@ -259,6 +295,7 @@ pub fn bind(expr: &Expr, scope: &Scope, env: &Env<'_>) -> Result<Typed, SqlError
                     operand,
                     whens: bound_whens,
                     otherwise,
+                    rules: collation::comparison_rules(&compared),
                 },
                 ty.unwrap_or(SqlType::Int),
                 nullable,
@@ -279,7 +316,17 @@ pub fn bind(expr: &Expr, scope: &Scope, env: &Env<'_>) -> Result<Typed, SqlError
         }
         Expr::Cast { expr, ty } => {
             let t = bind(expr, scope, env)?;
-            typed(Bound::Cast(Box::new(t.bound), ty.clone()), ty.clone(), t.nullable)
+            // A constant (a parameter) is converted once, so `key > CAST(@P1 AS
+            // varchar(50))` can seek the key; a failing conversion is left to
+            // evaluation, which raises it only if a row needs it.
+            let bound = match t.bound {
+                Bound::Const(v) => match value::coerce(v.clone(), ty, &value::Target { table: "", column: "" }) {
+                    Ok(c) => Bound::Const(c),
+                    Err(_) => Bound::Cast(Box::new(Bound::Const(v)), ty.clone()),
+                },
+                other => Bound::Cast(Box::new(other), ty.clone()),
+            };
+            typed(bound, ty.clone(), t.nullable)
         }
     })
 }
@@ -380,29 +427,29 @@ impl Bound {
                         _ => None,
                     })
                 }
-                BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
-                    let a = l.eval(row, env)?;
-                    let b = r.eval(row, env)?;
-                    bool_value(compare(&a, &b)?.map(|o| match op {
-                        BinOp::Eq => o == Ordering::Equal,
-                        BinOp::Ne => o != Ordering::Equal,
-                        BinOp::Lt => o == Ordering::Less,
-                        BinOp::Le => o != Ordering::Greater,
-                        BinOp::Gt => o == Ordering::Greater,
-                        _ => o != Ordering::Less,
-                    }))
-                }
                 _ => arithmetic(*op, l.eval(row, env)?, r.eval(row, env)?)?,
             },
+            Bound::Cmp(op, rules, l, r) => {
+                let a = l.eval(row, env)?;
+                let b = r.eval(row, env)?;
+                bool_value(compare(&a, &b, *rules)?.map(|o| match op {
+                    BinOp::Eq => o == Ordering::Equal,
+                    BinOp::Ne => o != Ordering::Equal,
+                    BinOp::Lt => o == Ordering::Less,
+                    BinOp::Le => o != Ordering::Greater,
+                    BinOp::Gt => o == Ordering::Greater,
+                    _ => o != Ordering::Less,
+                }))
+            }
             Bound::IsNull(e, negated) => {
                 let is_null = matches!(e.eval(row, env)?, Value::Null);
                 Value::Bit(is_null != *negated)
             }
-            Bound::In(e, list, negated) => {
+            Bound::In(e, list, negated, rules) => {
                 let v = e.eval(row, env)?;
                 let mut result = Some(false);
                 for item in list {
-                    match compare(&v, &item.eval(row, env)?)? {
+                    match compare(&v, &item.eval(row, env)?, *rules)? {
                         Some(Ordering::Equal) => {
                             result = Some(true);
                             break;
@@ -413,10 +460,10 @@ impl Bound {
                 }
                 bool_value(result.map(|b| b != *negated))
             }
-            Bound::Between(e, lo, hi, negated) => {
+            Bound::Between(e, lo, hi, negated, rules) => {
                 let v = e.eval(row, env)?;
-                let a = compare(&v, &lo.eval(row, env)?)?.map(|o| o != Ordering::Less);
-                let b = compare(&v, &hi.eval(row, env)?)?.map(|o| o != Ordering::Greater);
+                let a = compare(&v, &lo.eval(row, env)?, *rules)?.map(|o| o != Ordering::Less);
+                let b = compare(&v, &hi.eval(row, env)?, *rules)?.map(|o| o != Ordering::Greater);
                 let r = match (a, b) {
                     (Some(false), _) | (_, Some(false)) => Some(false),
                     (Some(true), Some(true)) => Some(true),
@@ -434,6 +481,7 @@ impl Bound {
                 operand,
                 whens,
                 otherwise,
+                rules,
             } => {
                 let op = match operand {
                     Some(o) => Some(o.eval(row, env)?),
@@ -441,7 +489,7 @@ impl Bound {
                 };
                 for (c, v) in whens {
                     let hit = match &op {
-                        Some(x) => compare(x, &c.eval(row, env)?)? == Some(Ordering::Equal),
+                        Some(x) => compare(x, &c.eval(row, env)?, *rules)? == Some(Ordering::Equal),
                         None => truthy(&c.eval(row, env)?),
                     };
                     if hit {
@@ -502,16 +550,16 @@ impl Bound {
             Bound::Const(_) | Bound::Exists(..) | Bound::Scalar(..) => {}
             Bound::Col(i) => f(*i),
             Bound::Neg(e) | Bound::Not(e) | Bound::IsNull(e, _) | Bound::Cast(e, _) => e.visit_columns(f),
-            Bound::Bin(_, a, b) | Bound::Like(a, b, _) => {
+            Bound::Bin(_, a, b) | Bound::Cmp(_, _, a, b) | Bound::Like(a, b, _) => {
                 a.visit_columns(f);
                 b.visit_columns(f);
             }
-            Bound::Between(a, b, c, _) => {
+            Bound::Between(a, b, c, _, _) => {
                 a.visit_columns(f);
                 b.visit_columns(f);
                 c.visit_columns(f);
             }
-            Bound::In(e, list, _) => {
+            Bound::In(e, list, _, _) => {
                 e.visit_columns(f);
                 for x in list {
                     x.visit_columns(f);
@@ -521,6 +569,7 @@ impl Bound {
                 operand,
                 whens,
                 otherwise,
+                ..
             } => {
                 if let Some(o) = operand {
                     o.visit_columns(f);

@@ -1,12 +1,13 @@
 //! In-memory SQL engine with SQL Server's Change Tracking semantics, behind the
 //! [`Backend`](crate::mssql::types::Backend) trait the TDS wire layer serves.
 //!
-//! Layers, bottom up: values and types (`value`, `datatype`), persistent state
-//! (`catalog`, `storage`, `change_tracking`), T-SQL text to syntax tree (`lexer`,
-//! `parser`, `ast`), execution (`expr`, `functions`, `query`, `aggregate`,
-//! `sysviews`, `dml`, `ddl`, `security`), and the connection-facing `session` and
-//! `server`. Errors are SQL Server's own (`error`). `docs/sql-surface.md` lists the
-//! T-SQL it accepts; anything else is refused with SQL Server's error.
+//! Layers, bottom up: values, types and string collation (`value`, `datatype`,
+//! `collation`), persistent state (`catalog`, `storage`, `change_tracking`), T-SQL
+//! text to syntax tree (`lexer`, `parser`, `ast`), execution (`expr`, `functions`,
+//! `query`, `aggregate`, `sysviews`, `dml`, `ddl`, `security`), and the
+//! connection-facing `session` and `server`. Errors are SQL Server's own (`error`).
+//! `docs/sql-surface.md` lists the T-SQL it accepts; anything else is refused with
+//! SQL Server's error.
 //!
 //! ```
 //! use testkit::mssql::engine::Engine;
@@ -31,6 +32,7 @@ mod aggregate;
 mod ast;
 mod catalog;
 mod change_tracking;
+mod collation;
 mod datatype;
 mod ddl;
 mod dml;

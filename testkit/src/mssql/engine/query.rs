@@ -6,7 +6,10 @@
 //! natural order (clustered key, or version-then-key for CHANGETABLE) nothing is
 //! sorted and TOP stops the scan early, and a keyset predicate on the leading key
 //! column starts the scan at that key. That keeps snapshot chunks and change
-//! queries proportional to what they return, not to the table.
+//! queries proportional to what they return, not to the table. A predicate on a
+//! varchar key compared under the Unicode collation rules (an nvarchar parameter) does
+//! not start the scan: the key is stored in non-Unicode order, so like SQL Server after
+//! its implicit conversion, every row is filtered.
 
 use std::cmp::Ordering;
 
@@ -14,13 +17,14 @@ use super::aggregate;
 use super::ast::{BinOp, Expr, JoinKind, OrderItem, Query, Select, SelectItem, TableRef};
 use super::catalog::{ci, Database, Table};
 use super::change_tracking::{self, TableTracking};
+use super::collation::{self, Rules};
 use super::env::Env;
 use super::error;
 use super::expr::{bind, truthy, wider, Bound, Scope, ScopeColumn};
 use super::functions::find_table;
 use super::security;
 use super::sysviews;
-use super::value::{sort_cmp, Key, Row};
+use super::value::{sort_cmp_as, Key, Row};
 use crate::mssql::types::{Column, SqlError, SqlType, Value};
 
 /// Rows of one source.
@@ -243,7 +247,7 @@ fn version_upper_bound(filter: Option<&Bound>) -> Option<i64> {
     }
     let mut best: Option<i64> = None;
     for c in f.conjuncts() {
-        let Bound::Bin(op, a, b) = c else {
+        let Bound::Cmp(op, _, a, b) = c else {
             continue;
         };
         let bound = match (op, a.as_ref(), b.as_ref()) {
@@ -274,7 +278,7 @@ fn key_lookup(on: &Bound, key_cols: &[usize], limit: usize) -> Option<Vec<Bound>
     let mut out = Vec::new();
     for &k in key_cols {
         let found = conj.iter().find_map(|c| match c {
-            Bound::Bin(BinOp::Eq, a, b) => match (a.as_ref(), b.as_ref()) {
+            Bound::Cmp(BinOp::Eq, _, a, b) => match (a.as_ref(), b.as_ref()) {
                 (Bound::Col(i), other) | (other, Bound::Col(i))
                     if *i == k
                         && other.max_column().is_none_or(|m| m < limit)
@@ -301,12 +305,17 @@ fn clone_simple(b: &Bound) -> Option<Bound> {
 }
 
 /// A lower bound on the leading key column implied by every OR branch of `filter`.
-fn leading_lower_bound(filter: &Bound, col: usize) -> Option<Value> {
+/// `key_rules` is the collation rules a string key column is stored in: an inequality
+/// under other rules bounds nothing in storage order (equality is the same under both).
+fn leading_lower_bound(filter: &Bound, col: usize, key_rules: Option<Rules>) -> Option<Value> {
     let mut best: Option<Value> = None;
     for d in filter.disjuncts() {
         let mut found: Option<Value> = None;
         for c in d.conjuncts() {
-            if let Bound::Bin(op, a, b) = c {
+            if let Bound::Cmp(op, rules, a, b) = c {
+                if *op != BinOp::Eq && key_rules.is_some_and(|k| k != *rules) {
+                    continue;
+                }
                 let v = match (op, a.as_ref(), b.as_ref()) {
                     (BinOp::Gt | BinOp::Ge | BinOp::Eq, Bound::Col(i), Bound::Const(v)) if *i == col => Some(v),
                     (BinOp::Lt | BinOp::Le | BinOp::Eq, Bound::Const(v), Bound::Col(i)) if *i == col => Some(v),
@@ -321,18 +330,20 @@ fn leading_lower_bound(filter: &Bound, col: usize) -> Option<Value> {
         }
         let v = found?;
         best = Some(match best {
-            Some(b) if sort_cmp(&b, &v) != Ordering::Greater => b,
+            Some(b) if sort_cmp_as(&b, &v, key_rules.unwrap_or_default()) != Ordering::Greater => b,
             _ => v,
         });
     }
     best
 }
 
-/// Chooses how to scan a table given its filter: exact key, key range, or full.
-fn table_access(filter: Option<&Bound>, pk_global: &[usize]) -> Access {
+/// Chooses how to scan a table given its filter (bound against the table's columns
+/// first): exact key, key range, or full.
+fn table_access(filter: Option<&Bound>, table: &Table) -> Access {
     let Some(f) = filter else {
         return Access::Full;
     };
+    let pk_global: &[usize] = &table.primary_key;
     if pk_global.is_empty() {
         return Access::Full;
     }
@@ -341,7 +352,9 @@ fn table_access(filter: Option<&Bound>, pk_global: &[usize]) -> Access {
             return Access::Point(exprs);
         }
     }
-    match leading_lower_bound(f, pk_global[0]) {
+    let leading = &table.columns[pk_global[0]].ty;
+    let key_rules = collation::is_text(leading).then(|| collation::rules_of(leading));
+    match leading_lower_bound(f, pk_global[0], key_rules) {
         Some(v) => Access::From(Key::new(vec![v])),
         None => Access::Full,
     }
@@ -569,14 +582,14 @@ fn eval_top(select: &Select, env: &Env<'_>) -> Result<Option<usize>, SqlError> {
 }
 
 /// Binds ORDER BY items of a single SELECT: select-list aliases and ordinals first,
-/// then FROM columns.
+/// then FROM columns. Each item sorts strings by its type's collation rules.
 fn bind_order(
     order_by: &[OrderItem],
     select: &Select,
     scope: &Scope,
     projection: &Projection,
     env: &Env<'_>,
-) -> Result<Vec<(Bound, bool)>, SqlError> {
+) -> Result<Vec<(Bound, bool, Rules)>, SqlError> {
     let mut out = Vec::new();
     for item in order_by {
         if let Expr::Literal(Value::Int(k)) = &item.expr {
@@ -590,7 +603,8 @@ fn bind_order(
                     ),
                 ));
             }
-            out.push((rebind_output(select, scope, k - 1, env)?, item.descending));
+            let rules = collation::rules_of(&projection.columns[k - 1].ty);
+            out.push((rebind_output(select, scope, k - 1, env)?, item.descending, rules));
             continue;
         }
         if let Expr::Column { qualifier: None, name } = &item.expr {
@@ -605,11 +619,13 @@ fn bind_order(
                 .map(|(i, _)| i)
                 .collect();
             if let Some(&i) = hits.first() {
-                out.push((rebind_output(select, scope, i, env)?, item.descending));
+                let rules = collation::rules_of(&projection.columns[i].ty);
+                out.push((rebind_output(select, scope, i, env)?, item.descending, rules));
                 continue;
             }
         }
-        out.push((bind(&item.expr, scope, env)?.bound, item.descending));
+        let t = bind(&item.expr, scope, env)?;
+        out.push((t.bound, item.descending, collation::rules_of(&t.ty)));
     }
     Ok(out)
 }
@@ -721,7 +737,7 @@ fn run_select(
         let top = eval_top(select, env)?;
         let plan = Plan {
             access: match sources.first().map(|s| &s.rows) {
-                Some(Rows::Table(t)) => table_access(filter.as_ref(), &t.primary_key),
+                Some(Rows::Table(t)) => table_access(filter.as_ref(), t),
                 Some(Rows::Changes { .. }) => {
                     version_upper_bound(filter.as_ref()).map_or(Access::Full, Access::UpToVersion)
                 }
@@ -778,7 +794,7 @@ fn run_select(
         });
     }
     let access = match &sources[0].rows {
-        Rows::Table(t) => table_access(filter.as_ref(), &t.primary_key),
+        Rows::Table(t) => table_access(filter.as_ref(), t),
         Rows::Changes { .. } => version_upper_bound(filter.as_ref()).map_or(Access::Full, Access::UpToVersion),
         Rows::Materialized(_) => Access::Full,
     };
@@ -787,7 +803,7 @@ fn run_select(
         && order
             .iter()
             .zip(natural.iter())
-            .all(|((b, desc), n)| !desc && matches!(b, Bound::Col(i) if i == n));
+            .all(|((b, desc, _), n)| !desc && matches!(b, Bound::Col(i) if i == n));
     let plan = Plan {
         sources,
         joins,
@@ -814,7 +830,7 @@ fn run_select(
         let mut keyed: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
         plan.scan(env, &mut |row| {
             let mut keys = Vec::with_capacity(order.len());
-            for (b, _) in &order {
+            for (b, _, _) in &order {
                 keys.push(b.eval(row, env)?);
             }
             let mut out = Vec::with_capacity(projection.exprs.len());
@@ -836,9 +852,9 @@ fn run_select(
     })
 }
 
-fn compare_keys(a: &[Value], b: &[Value], order: &[(Bound, bool)]) -> Ordering {
-    for (i, (_, desc)) in order.iter().enumerate() {
-        let o = sort_cmp(&a[i], &b[i]);
+fn compare_keys(a: &[Value], b: &[Value], order: &[(Bound, bool, Rules)]) -> Ordering {
+    for (i, (_, desc, rules)) in order.iter().enumerate() {
+        let o = sort_cmp_as(&a[i], &b[i], *rules);
         let o = if *desc { o.reverse() } else { o };
         if o != Ordering::Equal {
             return o;
@@ -904,11 +920,15 @@ fn run_unconformed(query: &Query, env: &Env<'_>) -> Result<ResultSet, SqlError> 
                     "ORDER BY items must appear in the select list if the statement contains a UNION, INTERSECT or EXCEPT operator.",
                 )
             })?;
-            idx.push((i, item.descending));
+            let rules = result
+                .columns
+                .get(i)
+                .map_or(Rules::NonUnicode, |c| collation::rules_of(&c.ty));
+            idx.push((i, item.descending, rules));
         }
         result.rows.sort_by(|a, b| {
-            for (i, desc) in &idx {
-                let o = sort_cmp(&a[*i], &b[*i]);
+            for (i, desc, rules) in &idx {
+                let o = sort_cmp_as(&a[*i], &b[*i], *rules);
                 let o = if *desc { o.reverse() } else { o };
                 if o != Ordering::Equal {
                     return o;
@@ -957,7 +977,7 @@ pub fn describe(query: &Query, env: &Env<'_>) -> Result<Vec<Column>, SqlError> {
 /// Rows of `table` matching `filter` (bound against [`table_scope`]), using the key
 /// when the filter pins or bounds it.
 pub fn matching_rows(table: &Table, filter: Option<&Bound>, env: &Env<'_>) -> Result<Vec<(Key, Row)>, SqlError> {
-    let access = table_access(filter, &table.primary_key);
+    let access = table_access(filter, table);
     let mut out = Vec::new();
     let mut check = |key: &Key, row: &Row| -> Result<(), SqlError> {
         let pass = match filter {
@@ -975,9 +995,9 @@ pub fn matching_rows(table: &Table, filter: Option<&Bound>, env: &Env<'_>) -> Re
             for e in &exprs {
                 key.push(e.eval(&[], env)?);
             }
-            let key = Key::new(key);
-            if let Some(row) = table.rows.get(&key) {
-                check(&key, row)?;
+            // The stored key (not the probe) goes on to change tracking.
+            if let Some((key, row)) = table.rows.get_key_value(&Key::new(key)) {
+                check(key, row)?;
             }
         }
         Access::From(start) => {

@@ -392,7 +392,7 @@ impl Txn<'_> {
                 },
             )?);
         }
-        Ok(Key::new(out))
+        Ok(t.key_from(out))
     }
 
     /// Sets the `SYS_CHANGE_CONTEXT` of the following changes (≤ 128 bytes).

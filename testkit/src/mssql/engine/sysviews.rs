@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDateTime};
 
 use super::ast::Isolation;
 use super::catalog::Database;
+use super::collation;
 use super::datatype::{self, SYSNAME};
 use super::env::Env;
 use super::error;
@@ -93,7 +94,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                         i(d.database_id),
                         time(d.created_ms),
                         i(160),
-                        s("SQL_Latin1_General_CP1_CI_AS"),
+                        s(collation::DEFAULT),
                         i(0),
                         s("ONLINE"),
                         i(i64::from(d.snapshot_isolation)),
@@ -247,11 +248,8 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                             i(max_len),
                             i(prec),
                             i(scale),
-                            if text {
-                                s("SQL_Latin1_General_CP1_CI_AS")
-                            } else {
-                                Value::Null
-                            },
+                            // Every text column has the database default collation.
+                            if text { s(collation::DEFAULT) } else { Value::Null },
                             b(c.nullable),
                             b(false),
                             b(false),

@@ -1,13 +1,15 @@
-//! Values as SQL Server compares, orders and converts them: case-insensitive,
-//! trailing-space-insensitive strings (the default `Latin1_General_CI_AS` collation),
-//! numeric comparisons across integer/decimal/float families, and the implicit
-//! conversions an INSERT or a comparison performs.
+//! Values as SQL Server compares, orders and converts them: strings under the default
+//! collation's rules (`collation`: case-insensitive, accent-sensitive, trailing spaces
+//! ignored, varchar and nvarchar sorting differently), numeric comparisons across
+//! integer/decimal/float families, and the implicit conversions an INSERT or a
+//! comparison performs.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 
+use super::collation::{self, Rules};
 use super::error;
 use crate::mssql::types::{SqlError, SqlType, Value};
 
@@ -16,13 +18,24 @@ pub type Row = Arc<[Value]>;
 
 /// A primary-key value (or a heap's hidden row id), ordered as SQL Server orders
 /// the key columns, so a table stored under it iterates in clustered-index order.
+/// The second field has bit `i` set when key column `i` is `nchar`/`nvarchar`, whose
+/// strings sort by the collation's Unicode rules (varchar ones by its non-Unicode
+/// rules). Two keys compare under the union of their bits, so a probe built from bare
+/// values ([`Key::new`]) finds and ranges over stored keys in their own order; equality
+/// is the same under both rule sets.
 #[derive(Debug, Clone)]
-pub struct Key(pub Arc<[Value]>);
+pub struct Key(pub Arc<[Value]>, u32);
 
 impl Key {
-    /// Builds a key from its column values.
+    /// Builds a key (or a probe) from its column values, strings under the
+    /// non-Unicode rules unless compared with a stored key.
     pub fn new(values: Vec<Value>) -> Self {
-        Self(values.into())
+        Self(values.into(), 0)
+    }
+
+    /// Builds a key whose columns flagged in `unicode` sort by the Unicode rules.
+    pub fn with_rules(values: Vec<Value>, unicode: u32) -> Self {
+        Self(values.into(), unicode)
     }
 
     /// Renders the key as SQL Server does in Msg 2627 (`1, N'x'` → `1, x`).
@@ -44,8 +57,14 @@ impl PartialOrd for Key {
 }
 impl Ord for Key {
     fn cmp(&self, other: &Self) -> Ordering {
-        for (a, b) in self.0.iter().zip(other.0.iter()) {
-            let o = sort_cmp(a, b);
+        let unicode = self.1 | other.1;
+        for (i, (a, b)) in self.0.iter().zip(other.0.iter()).enumerate() {
+            let rules = if i < 32 && unicode & (1 << i) != 0 {
+                Rules::Unicode
+            } else {
+                Rules::NonUnicode
+            };
+            let o = sort_cmp_as(a, b, rules);
             if o != Ordering::Equal {
                 return o;
             }
@@ -95,39 +114,6 @@ fn decimal_to_string(value: i128, scale: u8) -> String {
     format!("{}{int_part}.{frac}", if neg { "-" } else { "" })
 }
 
-/// Compares two strings as `Latin1_General_CI_AS` does for equality and ordering
-/// purposes here: case-insensitively, ignoring trailing spaces.
-pub fn cmp_str(a: &str, b: &str) -> Ordering {
-    let a = a.trim_end_matches(' ');
-    let b = b.trim_end_matches(' ');
-    if a.is_ascii() && b.is_ascii() {
-        let ab = a.as_bytes();
-        let bb = b.as_bytes();
-        for (x, y) in ab.iter().zip(bb.iter()) {
-            let o = x.to_ascii_lowercase().cmp(&y.to_ascii_lowercase());
-            if o != Ordering::Equal {
-                return o;
-            }
-        }
-        return ab.len().cmp(&bb.len());
-    }
-    let mut ai = a.chars().flat_map(char::to_lowercase);
-    let mut bi = b.chars().flat_map(char::to_lowercase);
-    loop {
-        match (ai.next(), bi.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) => {
-                let o = x.cmp(&y);
-                if o != Ordering::Equal {
-                    return o;
-                }
-            }
-        }
-    }
-}
-
 /// A numeric view of a value, for comparisons across integer/decimal/float.
 enum Num {
     Exact(i128, u8),
@@ -165,8 +151,9 @@ fn cmp_num(a: &Num, b: &Num) -> Ordering {
 }
 
 /// SQL comparison: `None` when either side is NULL (UNKNOWN), an error when the
-/// families cannot meet (e.g. a non-numeric string against an int).
-pub fn compare(a: &Value, b: &Value) -> Result<Option<Ordering>, SqlError> {
+/// families cannot meet (e.g. a non-numeric string against an int). Strings compare
+/// under the collation's `rules` (see [`collation::comparison_rules`]).
+pub fn compare(a: &Value, b: &Value, rules: Rules) -> Result<Option<Ordering>, SqlError> {
     if matches!(a, Value::Null) || matches!(b, Value::Null) {
         return Ok(None);
     }
@@ -174,7 +161,7 @@ pub fn compare(a: &Value, b: &Value) -> Result<Option<Ordering>, SqlError> {
         return Ok(Some(cmp_num(&x, &y)));
     }
     Ok(Some(match (a, b) {
-        (Value::String(x), Value::String(y)) => cmp_str(x, y),
+        (Value::String(x), Value::String(y)) => collation::compare(x, y, rules),
         (Value::Binary(x), Value::Binary(y)) => {
             let xt = trim_zeros(x);
             let yt = trim_zeros(y);
@@ -271,15 +258,17 @@ pub fn family_name(v: &Value) -> &'static str {
 
 /// Total order for sorting and keys: NULL first (as SQL Server sorts ascending),
 /// then by [`compare`]; incomparable families fall back to a fixed family order.
-pub fn sort_cmp(a: &Value, b: &Value) -> Ordering {
+/// Strings sort under the given collation rules (the sorted expression's: Unicode
+/// for nchar/nvarchar, non-Unicode for char/varchar).
+pub fn sort_cmp_as(a: &Value, b: &Value, rules: Rules) -> Ordering {
     match (a, b) {
         // Fast paths for the common key types.
         (Value::Int(x), Value::Int(y)) => x.cmp(y),
-        (Value::String(x), Value::String(y)) => cmp_str(x, y),
+        (Value::String(x), Value::String(y)) => collation::compare(x, y, rules),
         (Value::Null, Value::Null) => Ordering::Equal,
         (Value::Null, _) => Ordering::Less,
         (_, Value::Null) => Ordering::Greater,
-        _ => match compare(a, b) {
+        _ => match compare(a, b, rules) {
             Ok(Some(o)) => o,
             _ => family_rank(a).cmp(&family_rank(b)),
         },

@@ -756,6 +756,16 @@ impl Parser {
                         }
                         col.primary_key = true;
                         col.pk_constraint = cname;
+                    } else if self.eat_kw("COLLATE") {
+                        // Only the database default collation exists here (see
+                        // `collation`); naming it is accepted, any other is refused.
+                        let collation = self.ident()?;
+                        if !super::collation::is_text(&col.ty) {
+                            return Err(error::collate_invalid_for_type(&col.type_name));
+                        }
+                        if !super::collation::is_supported(&collation) {
+                            return Err(error::not_supported(&format!("COLLATE {collation}")));
+                        }
                     } else {
                         break;
                     }
