@@ -5,7 +5,7 @@
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, RedisCheckpointStore};
 use crate::config::Config;
-use crate::{checkpoint_store, RunError};
+use crate::pipeline::{checkpoint_store, RunError};
 
 /// Every stored checkpoint of the configured database.
 pub async fn checkpoint_list(config: &Config) -> Result<Vec<(String, Checkpoint)>, RunError> {

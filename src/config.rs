@@ -684,3 +684,14 @@ pub fn render_template(template: &str, database: &str, schema: &str, table: &str
         .replace("{schema}", schema)
         .replace("{table}", table)
 }
+
+/// A Redis client for `url` (a checkpoint or Pub/Sub section), with the section's
+/// password when the URL has none.
+pub fn redis_client(url: &str, password: Option<&Secret>) -> Result<redis::Client, redis::RedisError> {
+    let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
+    if let Some(p) = password {
+        let settings = info.redis_settings().clone().set_password(p.expose());
+        info = info.set_redis_settings(settings);
+    }
+    redis::Client::open(info)
+}

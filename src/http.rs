@@ -12,8 +12,8 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::tracker::Health;
 
 #[derive(Clone)]
 struct AppState {

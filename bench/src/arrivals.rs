@@ -3,7 +3,6 @@
 //! Pulsar stand-in has stored.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -178,24 +177,9 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Undoes the Redis sink's compression, recognised by its magic bytes.
+/// Undoes the Redis sink's compression (the library's own decompress).
 pub fn decompress(payload: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(payload.len() * 4);
-    match payload {
-        [b'{', ..] => out.extend_from_slice(payload),
-        [0x28, 0xB5, 0x2F, 0xFD, ..] => out = zstd::decode_all(payload)?,
-        [0x04, 0x22, 0x4D, 0x18, ..] => {
-            lz4_flex::frame::FrameDecoder::new(payload).read_to_end(&mut out)?;
-        }
-        [0xFF, 0x06, ..] => {
-            snap::read::FrameDecoder::new(payload).read_to_end(&mut out)?;
-        }
-        [0x78, ..] => {
-            flate2::read::ZlibDecoder::new(payload).read_to_end(&mut out)?;
-        }
-        _ => bail!("unknown payload encoding {:?}", &payload[..payload.len().min(8)]),
-    }
-    Ok(out)
+    Ok(cdc_sidecar::sink::decompress(payload)?)
 }
 
 /// The `to_version` property of the last entry stored on `topic` (0 when none).

@@ -1,9 +1,12 @@
 //! Checkpoints: each table's last fully delivered Change Tracking version, kept outside
-//! the process so a restart resumes where delivery stopped. The store is a trait because
-//! tests wrap it to inject faults; production uses [`RedisCheckpointStore`].
+//! the process so a restart resumes where delivery stopped, and the [`Lease`] that keeps
+//! one sidecar per database. The store is a trait so the delivery task depends on its
+//! contract, not on Redis; production uses [`RedisCheckpointStore`].
 
+mod lease;
 mod redis_store;
 
+pub use lease::{Lease, LEASE_TTL};
 pub use redis_store::RedisCheckpointStore;
 
 use futures_util::future::BoxFuture;

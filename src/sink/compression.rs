@@ -2,7 +2,7 @@
 //! Each codec writes its self-describing frame format, so a subscriber can tell the
 //! codec from the first bytes, and plain JSON from the leading `{`.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::Mutex;
 
 use crate::config::Compression;
@@ -61,6 +61,34 @@ pub fn compress(codec: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
             enc.finish()?
         }
     })
+}
+
+/// Undoes [`compress`], recognising the codec by its frame's magic bytes (plain JSON by
+/// its leading `{`), as a subscriber must: the payload carries no other hint. Consumers
+/// of this crate (tests, benchmarks) use this one function.
+pub fn decompress(payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(payload.len().saturating_mul(4));
+    match payload {
+        [b'{', ..] => out.extend_from_slice(payload),
+        [0x28, 0xB5, 0x2F, 0xFD, ..] => out = zstd::decode_all(payload)?,
+        [0x04, 0x22, 0x4D, 0x18, ..] => {
+            lz4_flex::frame::FrameDecoder::new(payload).read_to_end(&mut out)?;
+        }
+        [0xFF, 0x06, ..] => {
+            snap::read::FrameDecoder::new(payload).read_to_end(&mut out)?;
+        }
+        // zlib: CMF 0x78 (deflate, 32 KiB window).
+        [0x78, ..] => {
+            flate2::read::ZlibDecoder::new(payload).read_to_end(&mut out)?;
+        }
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("unknown payload encoding {:?}", &payload[..payload.len().min(8)]),
+            ))
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,88 +1,20 @@
 //! Sinks: where encoded batches go. A trait because there are two (Pulsar and Redis
-//! Pub/Sub) and tests wrap them to inject faults.
+//! Pub/Sub) that the delivery task treats alike.
 
 mod compression;
 mod pulsar;
 mod redis_pubsub;
 
-pub use compression::{compress, Compressor};
+pub use compression::{compress, decompress, Compressor};
 pub use pulsar::PulsarSink;
 pub use redis_pubsub::RedisPubSubSink;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use crate::config::Config;
+use crate::envelope::{Batch, Route};
+
 use futures_util::future::BoxFuture;
-
-/// Where one table's batches go, resolved once from the config templates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// `schema.table`, the metric label and the Pulsar message key.
-    pub table: String,
-    /// Pulsar topic.
-    pub topic: String,
-    /// Redis channel.
-    pub channel: String,
-}
-
-/// What a batch holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchKind {
-    /// Changes read from `CHANGETABLE(CHANGES …)`.
-    Changes,
-    /// Rows of a snapshot chunk.
-    Snapshot,
-    /// The control event announcing a resync.
-    Resync,
-}
-
-impl BatchKind {
-    /// The envelope's `kind` string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BatchKind::Changes => "changes",
-            BatchKind::Snapshot => "snapshot",
-            BatchKind::Resync => "resync",
-        }
-    }
-}
-
-/// How many changes of each op a batch holds, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct OpCounts {
-    /// Inserts.
-    pub insert: u64,
-    /// Updates.
-    pub update: u64,
-    /// Deletes.
-    pub delete: u64,
-    /// Snapshot reads.
-    pub read: u64,
-}
-
-impl OpCounts {
-    /// Total changes.
-    pub fn total(&self) -> u64 {
-        self.insert + self.update + self.delete + self.read
-    }
-}
-
-/// One encoded envelope, ready for every sink.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    /// The table's destinations.
-    pub route: Arc<Route>,
-    /// What it holds.
-    pub kind: BatchKind,
-    /// The checkpoint before this batch.
-    pub from_version: i64,
-    /// The checkpoint once this batch is delivered.
-    pub to_version: i64,
-    /// Change counts by op.
-    pub ops: OpCounts,
-    /// The JSON envelope (uncompressed; each sink compresses as configured).
-    pub payload: Bytes,
-}
 
 /// A failed publish. Always retried by the caller; the kind is a bounded label.
 #[derive(Debug, thiserror::Error)]
@@ -118,4 +50,22 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Flushes and closes connections at shutdown.
     fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Connects every enabled sink for `routes`. The Pulsar producers are named after the
+/// `database`, one per topic.
+pub async fn build(config: &Config, routes: &[Arc<Route>], database: &str) -> Result<Vec<Arc<dyn Sink>>, SinkError> {
+    let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+    if config.sinks.pulsar.enabled {
+        let name = format!("cdc-sidecar-{database}");
+        sinks.push(Arc::new(
+            PulsarSink::connect(&config.sinks.pulsar, routes, &name).await?,
+        ));
+    }
+    if config.sinks.redis_pubsub.enabled {
+        let rp = &config.sinks.redis_pubsub;
+        let client = crate::config::redis_client(&rp.url, rp.password.as_ref())?;
+        sinks.push(Arc::new(RedisPubSubSink::connect(client, rp).await?));
+    }
+    Ok(sinks)
 }

@@ -16,8 +16,9 @@ use pulsar::producer::{Message, ProducerOptions};
 use pulsar::{Authentication, ConnectionRetryOptions, OperationRetryOptions, Producer, Pulsar, TokioExecutor};
 use tokio::sync::Mutex;
 
-use super::{Batch, Route, Sink, SinkError};
+use super::{Sink, SinkError};
 use crate::config::{Compression, PulsarConfig};
+use crate::envelope::{Batch, Route};
 
 /// Publishes batches to Pulsar topics.
 pub struct PulsarSink {
@@ -95,7 +96,7 @@ impl PulsarSink {
         };
         let mut properties = HashMap::with_capacity(5);
         properties.insert("table".to_string(), batch.route.table.clone());
-        properties.insert("format".to_string(), crate::tracker::FORMAT.to_string());
+        properties.insert("format".to_string(), crate::envelope::FORMAT.to_string());
         properties.insert("kind".to_string(), batch.kind.as_str().to_string());
         properties.insert("from_version".to_string(), batch.from_version.to_string());
         properties.insert("to_version".to_string(), batch.to_version.to_string());

@@ -7,8 +7,9 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use redis::aio::ConnectionManager;
 
-use super::{Batch, Compressor, Sink, SinkError};
+use super::{Compressor, Sink, SinkError};
 use crate::config::{Compression, RedisPubSubConfig};
+use crate::envelope::Batch;
 
 /// Publishes batches to Redis channels.
 pub struct RedisPubSubSink {

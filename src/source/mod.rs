@@ -1,10 +1,15 @@
-//! The SQL Server side: connecting through tiberius, the startup checks, the SQL text
-//! (all of it in [`sql`]), and encoding result cells as JSON. Concrete, not a trait:
-//! there is one source, and tests drive it against the TDS stand-in.
+//! The SQL Server side: the client (connecting through tiberius), what its errors mean
+//! ([`SourceError`], [`ErrorClass`]), the catalog, the startup check, the SQL text (all
+//! of it in [`sql`]), and result rows as JSON ([`rows`]). Concrete, not a trait: there
+//! is one source, and tests drive it against the TDS stand-in.
 
+pub mod catalog;
 pub mod check;
-pub mod encode;
+mod error;
+pub mod rows;
 pub mod sql;
+
+pub use error::{ErrorClass, SourceError};
 
 use std::time::Duration;
 
@@ -16,86 +21,6 @@ use crate::config::{Encryption, SourceConfig};
 
 /// A connected tiberius client.
 pub type SqlClient = Client<Compat<TcpStream>>;
-
-/// Why talking to SQL Server failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("cannot reach SQL Server at {addr}: {source}")]
-    /// The TCP connection failed.
-    Connect {
-        /// `host:port`.
-        addr: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("SQL Server at {addr} did not answer within {timeout:?}")]
-    /// No login within `source.connect_timeout_ms`.
-    ConnectTimeout {
-        /// `host:port`.
-        addr: String,
-        /// The configured limit.
-        timeout: Duration,
-    },
-    #[error("SQL Server error {code} (class {class}): {message}")]
-    /// SQL Server answered with an error (number, severity, text).
-    Server {
-        /// SQL Server's error number (e.g. 1205 for a deadlock victim).
-        code: u32,
-        /// Severity.
-        class: u8,
-        /// SQL Server's message.
-        message: String,
-    },
-    #[error("SQL Server connection: {0}")]
-    /// The connection broke or the protocol failed.
-    Tds(#[source] tiberius::error::Error),
-    #[error("change tracking is not enabled on database {database} (run migrations/001_enable_database_change_tracking.sql)")]
-    /// `CHANGE_TRACKING_CURRENT_VERSION()` is NULL: the database is not tracked.
-    ChangeTrackingDisabled {
-        /// The database.
-        database: String,
-    },
-    #[error("unexpected result from SQL Server: {0}")]
-    /// A result did not have the expected shape.
-    Unexpected(String),
-}
-
-impl From<tiberius::error::Error> for SourceError {
-    fn from(e: tiberius::error::Error) -> Self {
-        match e {
-            tiberius::error::Error::Server(t) => SourceError::Server {
-                code: t.code(),
-                class: t.class(),
-                message: t.message().to_string(),
-            },
-            other => SourceError::Tds(other),
-        }
-    }
-}
-
-impl SourceError {
-    /// Whether retrying later can help. Login failures and missing databases are
-    /// setup errors an operator must fix; lost connections, deadlocks and snapshot
-    /// conflicts pass.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            SourceError::Server { code, .. } => !matches!(code, 18456 | 4060 | 229 | 297 | 208 | 207 | 102),
-            _ => true,
-        }
-    }
-
-    /// A bounded label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            SourceError::Connect { .. } | SourceError::ConnectTimeout { .. } => "connect",
-            SourceError::Server { .. } => "server",
-            SourceError::Tds(_) => "connection",
-            SourceError::ChangeTrackingDisabled { .. } => "change_tracking_disabled",
-            SourceError::Unexpected(_) => "unexpected",
-        }
-    }
-}
 
 /// Opens a connection and logs in.
 pub async fn connect(config: &SourceConfig) -> Result<SqlClient, SourceError> {

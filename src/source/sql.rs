@@ -5,8 +5,8 @@
 
 use std::fmt::Write;
 
-use super::check::{ColumnInfo, TableInfo};
-use super::encode::ValueKind;
+use super::catalog::{ColumnInfo, TableInfo};
+use super::rows::ValueKind;
 
 /// `[name]` with `]` doubled, T-SQL's quoting rule.
 pub fn quote(name: &str) -> String {

@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::checkpoint::CheckpointStore;
+use crate::envelope::{Batch, BatchKind};
 use crate::metrics::Metrics;
-use crate::sink::{Batch, BatchKind, Sink};
+use crate::sink::Sink;
 
 use super::backoff::Backoff;
 

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +35,14 @@ pub async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Logs of the code under test to the test's output (`RUST_LOG`, default warn).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .try_init();
+}
+
 /// The stand-ins and Redis.
 pub struct Harness {
     pub engine: Engine,
@@ -49,10 +56,7 @@ impl Harness {
     /// Tracking on (retention 1 day), snapshot isolation allowed, and the sidecar login
     /// with SELECT and VIEW CHANGE TRACKING on `dbo`.
     pub async fn start() -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-            .try_init();
+        init_tracing();
         let engine = Engine::new();
         testkit::mssql::sample::setup_empty(&engine).expect("prepare database");
         let mssql = MssqlServer::start(Arc::new(engine.clone()), MssqlServerConfig::default())
@@ -219,26 +223,9 @@ pub async fn subscribe(url: &str) -> Subscriber {
     Subscriber { received, task }
 }
 
-/// Undoes the Redis sink's compression by its magic bytes.
+/// Undoes the Redis sink's compression (the library's own [`cdc_sidecar::sink::decompress`]).
 pub fn decompress(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    match payload {
-        [b'{', ..] => return payload.to_vec(),
-        [0x28, 0xB5, 0x2F, 0xFD, ..] => return zstd::decode_all(payload).unwrap(),
-        [0x04, 0x22, 0x4D, 0x18, ..] => {
-            lz4_flex::frame::FrameDecoder::new(payload)
-                .read_to_end(&mut out)
-                .unwrap();
-        }
-        [0xFF, 0x06, ..] => {
-            snap::read::FrameDecoder::new(payload).read_to_end(&mut out).unwrap();
-        }
-        [0x78, ..] => {
-            flate2::read::ZlibDecoder::new(payload).read_to_end(&mut out).unwrap();
-        }
-        _ => panic!("unknown payload encoding: {:?}", &payload[..payload.len().min(8)]),
-    }
-    out
+    cdc_sidecar::sink::decompress(payload).expect("a payload the sink wrote")
 }
 
 /// A running sidecar.

@@ -1,12 +1,18 @@
-//! Result cells to JSON, written straight into the batch buffer (no intermediate
-//! `serde_json::Value`). Lossless: bigint and exact decimals become strings (JSON numbers
-//! are doubles to most consumers), binary becomes base64, date and time types RFC 3339
-//! with exactly the column's fractional digits, uniqueidentifier SQL Server's upper-case
-//! text form.
+//! Result rows to JSON, written straight into the batch buffer (no intermediate
+//! `serde_json::Value`), beside the column layout of [`super::sql`]'s statements.
+//! Lossless: bigint and exact decimals become strings (JSON numbers are doubles to most
+//! consumers), binary becomes base64, date and time types RFC 3339 with exactly the
+//! column's fractional digits, uniqueidentifier SQL Server's upper-case text form.
 
 use base64::Engine as _;
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
-use tiberius::{ColumnData, FromSql};
+use tiberius::{ColumnData, FromSql, Row};
+
+use super::catalog::{ColumnInfo, TableInfo};
+use super::sql;
+use super::SourceError;
+pub use crate::envelope::write_str;
+use crate::envelope::{BatchBuilder, ChangeHead, Op};
 
 /// How a column's values are written, decided once from its SQL type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,12 +130,6 @@ pub fn is_null(data: &ColumnData<'_>) -> bool {
         ColumnData::DateTime2(v) => v.is_none(),
         ColumnData::DateTimeOffset(v) => v.is_none(),
     }
-}
-
-/// Appends `s` as a JSON string.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// Appends `v` as exactly `width` decimal digits, zero-padded (no allocation: this
@@ -305,6 +305,122 @@ pub fn format_decimal(value: i128, scale: u8) -> String {
         out.push_str(&digits);
     }
     out
+}
+
+/// Writes `"name":value` members for `columns` and their `cells`, in order.
+fn write_members(out: &mut Vec<u8>, columns: &[ColumnInfo], cells: &[ColumnData<'static>]) -> Result<(), SourceError> {
+    for (j, (c, cell)) in columns.iter().zip(cells).enumerate() {
+        if j > 0 {
+            out.push(b',');
+        }
+        write_str(out, &c.name);
+        out.push(b':');
+        write_value(out, &c.name, c.kind, cell).map_err(|e| SourceError::Unexpected(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Where a table's key sits in a [`sql::changes`] row, computed once per read.
+pub struct ChangeLayout {
+    key_offset: usize,
+    /// Positions of the key columns among the published columns.
+    key_in_row: Vec<usize>,
+    /// The mask columns, in the order their flags are packed.
+    mask: Vec<ColumnInfo>,
+}
+
+impl ChangeLayout {
+    /// The layout of `table`'s change rows.
+    pub fn new(table: &TableInfo) -> Self {
+        Self {
+            key_offset: sql::changes_key_offset(table),
+            key_in_row: table
+                .key
+                .iter()
+                .filter_map(|k| table.columns.iter().position(|c| c.id == k.id))
+                .collect(),
+            mask: table.mask_columns().cloned().collect(),
+        }
+    }
+}
+
+/// Appends one `CHANGETABLE` row (layout of [`sql::changes`]) to the batch.
+pub fn push_change_row(
+    builder: &mut BatchBuilder,
+    table: &TableInfo,
+    layout: &ChangeLayout,
+    row: Row,
+) -> Result<(), SourceError> {
+    let version: Option<i64> = row.try_get(0)?;
+    let creation_version: Option<i64> = row.try_get(1)?;
+    let op_text: Option<&str> = row.try_get(2)?;
+    let op = op_text
+        .and_then(Op::from_sys_change_operation)
+        .ok_or_else(|| SourceError::Unexpected(format!("unknown SYS_CHANGE_OPERATION {op_text:?}")))?;
+    let context: Option<Vec<u8>> = row.try_get::<&[u8], _>(3)?.map(<[u8]>::to_vec);
+    let mut changed: Option<Vec<&str>> = None;
+    if table.track_columns_updated && op == Op::Update {
+        // Packed in-mask flags (see sql::changes); NULL means no per-column mask.
+        let mut names = Vec::new();
+        let mut any_mask = false;
+        for (chunk_index, chunk) in layout.mask.chunks(sql::MASK_BITS).enumerate() {
+            if let Some(bits) = row.try_get::<i32, _>(4 + chunk_index)? {
+                any_mask = true;
+                for (bit, c) in chunk.iter().enumerate() {
+                    if bits & (1 << bit) != 0 {
+                        names.push(c.name.as_str());
+                    }
+                }
+            }
+        }
+        if any_mask {
+            changed = Some(names);
+        }
+    }
+    let cells: Vec<ColumnData<'static>> = row.into_iter().collect();
+    let key_cells = &cells[layout.key_offset..layout.key_offset + table.key.len()];
+    let row_cells = &cells[layout.key_offset + table.key.len()..];
+    // With the LEFT JOIN, a row that is gone has NULL in every key column.
+    let row_present = op != Op::Delete
+        && (layout.key_in_row.is_empty() || layout.key_in_row.iter().any(|&p| !is_null(&row_cells[p])));
+    let head = ChangeHead {
+        op,
+        version,
+        creation_version,
+        changed_columns: changed.as_deref(),
+        context: context.as_deref(),
+    };
+    builder.push_change(
+        &head,
+        |out| write_members(out, &table.key, key_cells),
+        row_present.then_some(|out: &mut Vec<u8>| write_members(out, &table.columns, row_cells)),
+    )
+}
+
+/// Appends one snapshot row (layout of [`sql::snapshot_chunk`]: the key, then the
+/// published columns) as a `read` at `version`; returns its key cells, the keyset
+/// cursor of the next chunk.
+pub fn push_snapshot_row(
+    builder: &mut BatchBuilder,
+    table: &TableInfo,
+    version: i64,
+    row: Row,
+) -> Result<Vec<ColumnData<'static>>, SourceError> {
+    let cells: Vec<ColumnData<'static>> = row.into_iter().collect();
+    let key_len = table.key.len();
+    let head = ChangeHead {
+        op: Op::Read,
+        version: Some(version),
+        creation_version: None,
+        changed_columns: None,
+        context: None,
+    };
+    builder.push_change(
+        &head,
+        |out| write_members(out, &table.key, &cells[..key_len]),
+        Some(|out: &mut Vec<u8>| write_members(out, &table.columns, &cells[key_len..])),
+    )?;
+    Ok(cells[..key_len].to_vec())
 }
 
 #[cfg(test)]

@@ -1,0 +1,120 @@
+//! Snapshots: a resync is announced, then the table's rows are read as of a version in
+//! keyset-paginated chunks, each its own short statement, so a snapshot never holds a
+//! long transaction on the database.
+
+use futures_util::TryStreamExt;
+use tiberius::Query;
+use tracing::{info, warn};
+
+use super::{stopped, Delivery, Reader, ResyncReason, TableState};
+use crate::envelope::{BatchBuilder, BatchKind, Trailer};
+use crate::source::rows::push_snapshot_row;
+use crate::source::{sql, SourceError};
+
+impl Reader {
+    /// Announces a resync of table `i` (its checkpoint `position` is no longer usable)
+    /// and starts a snapshot as of `version`.
+    pub(super) async fn start_resync(
+        &mut self,
+        i: usize,
+        position: i64,
+        version: i64,
+        reason: ResyncReason,
+    ) -> Result<(), SourceError> {
+        let t = &self.tables[i];
+        warn!(table = %t.info.name, checkpoint = position, version, reason = reason.as_str(), "resync: changes were lost, taking a fresh snapshot");
+        self.metrics
+            .resyncs
+            .with_label_values(&[&t.info.name, reason.as_str()])
+            .inc();
+        let builder = BatchBuilder::new(
+            t.route.clone(),
+            &t.source_json,
+            BatchKind::Resync,
+            position,
+            self.policy,
+        );
+        let batch = builder.finish(version, Trailer::Reason(reason.as_str()));
+        self.send(i, Delivery::Batch(batch)).await?;
+        self.tables[i].state = TableState::Snapshotting {
+            version,
+            last_key: None,
+            batches: 0,
+        };
+        self.metrics
+            .set_table_state(&self.tables[i].info.name, self.tables[i].state.label());
+        Ok(())
+    }
+
+    /// One keyset-paginated chunk of a snapshot, as its own statement.
+    pub(super) async fn snapshot_chunk(&mut self, i: usize) -> Result<(), SourceError> {
+        let TableState::Snapshotting {
+            version,
+            last_key,
+            batches,
+        } = self.tables[i].state.clone()
+        else {
+            return Ok(());
+        };
+        self.metrics.source_queries.with_label_values(&["snapshot"]).inc();
+        let chunk_rows = self.config.poll.snapshot_chunk_rows;
+        let info = self.tables[i].info.clone();
+        let (route, source_json, policy) = (
+            self.tables[i].route.clone(),
+            self.tables[i].source_json.clone(),
+            self.policy,
+        );
+        let tx = self.tables[i].tx.clone();
+        let mut query = Query::new(sql::snapshot_chunk(&info, last_key.is_none()));
+        query.bind(chunk_rows as i64);
+        for k in last_key.iter().flatten() {
+            query.bind(k.clone());
+        }
+        let client = self.client().await?;
+        let mut rows = query.query(client).await?.into_row_stream();
+        let mut builder = BatchBuilder::new(route, &source_json, BatchKind::Snapshot, version, policy);
+        let mut batches = batches;
+        let mut read = 0usize;
+        let mut new_last_key = last_key;
+        while let Some(row) = rows.try_next().await? {
+            if builder.is_full() {
+                let next = builder.next(&source_json, version);
+                let full = std::mem::replace(&mut builder, next);
+                let trailer = Trailer::Snapshot {
+                    chunk: batches,
+                    last: false,
+                };
+                tx.send(Delivery::Batch(full.finish(version, trailer)))
+                    .await
+                    .map_err(|_| stopped(&info))?;
+                batches += 1;
+            }
+            read += 1;
+            new_last_key = Some(push_snapshot_row(&mut builder, &info, version, row)?);
+        }
+        drop(rows);
+        let last = read < chunk_rows;
+        if !builder.is_empty() || last {
+            let trailer = Trailer::Snapshot { chunk: batches, last };
+            tx.send(Delivery::Batch(builder.finish(version, trailer)))
+                .await
+                .map_err(|_| stopped(&info))?;
+            batches += 1;
+        }
+        if last {
+            info!(table = %info.name, version, batches, "snapshot complete; streaming changes");
+            tx.send(Delivery::SnapshotDone(version))
+                .await
+                .map_err(|_| stopped(&info))?;
+            self.tables[i].state = TableState::Streaming { position: version };
+            self.metrics.set_table_state(&info.name, self.tables[i].state.label());
+        } else {
+            self.tables[i].state = TableState::Snapshotting {
+                version,
+                last_key: new_last_key,
+                batches,
+            };
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! One table as the reader sees it: where it is ([`TableState`]), where its batches go,
+//! and the queue to its delivery task.
+
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tiberius::ColumnData;
+use tokio::sync::mpsc;
+
+use super::delivery::Delivery;
+use crate::envelope::Route;
+use crate::source::catalog::TableInfo;
+
+/// Where a table is. Exactly one state at a time, so "errored while snapshotting" or
+/// "tracking lost while parked" cannot be half-recorded in loose flags.
+#[derive(Debug, Clone)]
+pub(super) enum TableState {
+    /// Reading changes after `position` (everything up to it has been handed to delivery).
+    Streaming { position: i64 },
+    /// Publishing existing rows as of `version`, keyset-paginated after `last_key`.
+    Snapshotting {
+        version: i64,
+        last_key: Option<Vec<ColumnData<'static>>>,
+        batches: u64,
+    },
+    /// A permanent error (permission denied, table dropped) parked the table until
+    /// `until`; then it goes back to `resume`. The other tables keep streaming.
+    Errored { until: Instant, resume: Box<TableState> },
+    /// Change tracking was switched off on the table while it streamed from
+    /// `position`; when it is back the table must resync, since changes made meanwhile
+    /// were never recorded. Kept out of the shared discover query, whose CHANGETABLE
+    /// would fail for every table.
+    TrackingLost { position: i64 },
+}
+
+impl TableState {
+    /// The `state` label of `cdc_sidecar_table_state` (see [`crate::metrics`]).
+    pub(super) fn label(&self) -> &'static str {
+        match self {
+            TableState::Streaming { .. } => "streaming",
+            TableState::Snapshotting { .. } => "snapshotting",
+            TableState::Errored { .. } | TableState::TrackingLost { .. } => "error",
+        }
+    }
+}
+
+/// One table's reader-side state.
+pub(super) struct Table {
+    pub(super) info: TableInfo,
+    pub(super) route: Arc<Route>,
+    /// The envelope's `source` object, encoded once.
+    pub(super) source_json: Arc<str>,
+    pub(super) state: TableState,
+    pub(super) tx: mpsc::Sender<Delivery>,
+    /// The durable checkpoint, written by the delivery task, read here for lag.
+    pub(super) checkpoint: Arc<AtomicI64>,
+    /// Whether the lag warning was logged (once per episode, not per tick).
+    pub(super) lagging: bool,
+}
