@@ -191,13 +191,23 @@ pub struct Query {
     pub order_by: Vec<OrderItem>,
 }
 
+/// A column's declared type in CREATE TABLE.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeclaredType {
+    /// A system type; `name` as declared (`numeric` vs `decimal`, `sysname`), for
+    /// sys.columns.
+    System { ty: SqlType, name: String },
+    /// Any other name: an alias type (`CREATE TYPE`), resolved against the database
+    /// when the statement runs (the parser has no catalog). `with_length` records a
+    /// `(…)` after it, which an alias type refuses (Msg 2716).
+    Alias { name: ObjectName, with_length: bool },
+}
+
 /// A column definition in CREATE TABLE.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnDef {
     pub name: String,
-    pub ty: SqlType,
-    /// Declared type name (`numeric` vs `decimal`), for sys.columns.
-    pub type_name: String,
+    pub ty: DeclaredType,
     pub nullable: Option<bool>,
     pub primary_key: bool,
     pub pk_constraint: Option<String>,
@@ -304,6 +314,15 @@ pub enum StatementKind {
     DropTable {
         name: ObjectName,
         if_exists: bool,
+    },
+    /// `CREATE TYPE [schema.]name FROM base_type [NULL | NOT NULL]`.
+    CreateType {
+        name: ObjectName,
+        base: SqlType,
+        /// The base type's name as declared (`numeric`, `smallmoney`…).
+        base_name: String,
+        /// `NULL` unless `NOT NULL` is written.
+        nullable: bool,
     },
     AlterTableChangeTracking {
         table: ObjectName,

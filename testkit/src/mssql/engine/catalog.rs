@@ -97,9 +97,30 @@ pub struct Schema {
 #[derive(Debug, Clone)]
 pub struct ColumnMeta {
     pub name: String,
+    /// The (base) system type: what is stored and sent on the wire.
     pub ty: SqlType,
-    /// As declared (`numeric` vs `decimal`), for `sys.columns`/`sys.types` joins.
+    /// The base type as declared (`numeric` vs `decimal`), for `sys.columns`/`sys.types` joins.
     pub type_name: String,
+    pub nullable: bool,
+    /// `sys.columns.user_type_id` when the column was declared with an alias type
+    /// (`sysname`, 256, or a `CREATE TYPE … FROM …` type); `None` for a system type,
+    /// whose user_type_id is its system_type_id.
+    pub user_type_id: Option<i64>,
+}
+
+/// A user-defined alias data type (`CREATE TYPE [schema.]name FROM base_type`), a
+/// row of `sys.types` with `is_user_defined = 1`.
+#[derive(Debug, Clone)]
+pub struct AliasType {
+    /// Unique within the database, above the system types' ids (the first is 257).
+    pub user_type_id: i64,
+    pub schema_id: i64,
+    pub name: String,
+    /// The base system type, with its declared length / precision / scale.
+    pub base: SqlType,
+    /// The base type's name as declared (`numeric`, `smallmoney`…).
+    pub base_name: String,
+    /// `NULL` (the default) or `NOT NULL`: the default nullability of its columns.
     pub nullable: bool,
 }
 
@@ -163,6 +184,8 @@ pub struct Database {
     pub tables: OrdMap<i64, Table>,
     pub users: OrdMap<String, User>,
     pub grants: imbl::Vector<Grant>,
+    /// Alias types by `user_type_id`.
+    pub types: OrdMap<i64, AliasType>,
     pub next_id: i64,
     pub created_ms: u64,
 }
@@ -200,7 +223,9 @@ impl Database {
         Self {
             database_id,
             name: name.into(),
-            snapshot_isolation: false,
+            // ALLOW_SNAPSHOT_ISOLATION is ON by default in `master` (and `msdb`),
+            // OFF in a new database ("ALTER DATABASE SET options").
+            snapshot_isolation: database_id == 1,
             read_committed_snapshot: false,
             tracking: None,
             ct_version: 0,
@@ -209,6 +234,7 @@ impl Database {
             tables: OrdMap::new(),
             users,
             grants: imbl::Vector::new(),
+            types: OrdMap::new(),
             next_id: 5,
             created_ms: now_ms,
         }
@@ -247,6 +273,18 @@ impl Database {
             .values()
             .find(|t| t.schema_id == sid && ci(&t.name) == lname)
             .map(|t| t.object_id)
+    }
+
+    /// The alias type `schema.name` (case-insensitive).
+    pub fn alias_type(&self, schema: &str, name: &str) -> Option<&AliasType> {
+        let sid = self.schema(schema)?.schema_id;
+        let lname = ci(name);
+        self.types.values().find(|t| t.schema_id == sid && ci(&t.name) == lname)
+    }
+
+    /// A fresh `user_type_id` for an alias type: 257 and up (256 is `sysname`).
+    pub fn allocate_user_type_id(&self) -> i64 {
+        self.types.keys().next_back().map_or(257, |id| id + 1)
     }
 
     /// Whether a login may open this database: it has a user here, or the

@@ -224,6 +224,34 @@ pub fn system_types() -> Vec<(&'static str, SqlType, i64)> {
 /// `sysname`, the type of names in catalog views.
 pub const SYSNAME: SqlType = SqlType::NVarChar(Some(128));
 
+/// Alias types every database has (`sys.types` rows with `is_user_defined = 0`
+/// whose `user_type_id` differs from their `system_type_id`): `sysname`, an
+/// `nvarchar(128) NOT NULL` with user_type_id 256. Returns (user_type_id, is_nullable).
+pub fn system_alias(type_name: &str) -> Option<(i64, bool)> {
+    match type_name {
+        "sysname" => Some((256, false)),
+        _ => None,
+    }
+}
+
+/// `(system_type_id, max_length, precision, scale)` of a type as declared, the
+/// facts `sys.columns` and `sys.types` report.
+pub fn catalog_facts(ty: &SqlType, type_name: &str) -> (i64, i64, i64, i64) {
+    if let Some(o) = declared_override(type_name) {
+        return o;
+    }
+    let id = if type_name == "numeric" { 108 } else { type_id(ty) };
+    (id, max_length(ty), precision(ty), scale(ty))
+}
+
+/// Whether a type is character-based (it then has a collation in the catalog).
+pub fn is_character(ty: &SqlType) -> bool {
+    matches!(
+        ty,
+        SqlType::Char(_) | SqlType::VarChar(_) | SqlType::NChar(_) | SqlType::NVarChar(_)
+    )
+}
+
 /// Catalog facts of declared types stored as a wider [`SqlType`]:
 /// (system_type_id, max_length, precision, scale).
 pub fn declared_override(type_name: &str) -> Option<(i64, i64, i64, i64)> {

@@ -4,11 +4,16 @@
 
 use std::sync::Arc;
 
-use super::ast::{ColumnDef, DatabaseOption, ObjectName, PermissionAction, PrimaryKeyDef, RetentionUnit, Securable};
-use super::catalog::{ci, ColumnMeta, Database, DatabaseTracking, Grant, GrantTarget, Login, State, Table, User};
+use super::ast::{
+    ColumnDef, DatabaseOption, DeclaredType, ObjectName, PermissionAction, PrimaryKeyDef, RetentionUnit, Securable,
+};
+use super::catalog::{
+    ci, AliasType, ColumnMeta, Database, DatabaseTracking, Grant, GrantTarget, Login, State, Table, User,
+};
 use super::change_tracking::TableTracking;
+use super::datatype;
 use super::error;
-use crate::mssql::types::SqlError;
+use crate::mssql::types::{SqlError, SqlType};
 
 /// Who runs the statement, and where.
 pub struct Who<'a> {
@@ -102,15 +107,20 @@ pub fn create_table(
         return Err(error::object_exists(name.object()));
     }
     let mut metas: Vec<ColumnMeta> = Vec::new();
-    for c in columns {
+    for (k, c) in columns.iter().enumerate() {
         if metas.iter().any(|m| ci(&m.name) == ci(&c.name)) {
             return Err(error::duplicate_column(&c.name, name.object()));
         }
+        let (ty, type_name, user_type_id, type_nullable) = resolve_column_type(db, &c.ty, k + 1)?;
         metas.push(ColumnMeta {
             name: c.name.clone(),
-            ty: c.ty.clone(),
-            type_name: c.type_name.clone(),
-            nullable: c.nullable.unwrap_or(true),
+            ty,
+            type_name,
+            // A column without NULL / NOT NULL takes its alias type's nullability
+            // ("The NULL or NOT NULL assignment for an alias data type can be
+            // overridden during the CREATE TABLE statement", CREATE TABLE).
+            nullable: c.nullable.unwrap_or(type_nullable),
+            user_type_id,
         });
     }
     let (pk_cols, pk_name): (Vec<String>, Option<String>) = match primary_key {
@@ -165,6 +175,82 @@ pub fn create_table(
             next_row_id: 1,
             tracking: None,
             created_ms: who.now_ms,
+        },
+    );
+    Ok(())
+}
+
+/// A column's declared type as (base type, base name as declared, alias
+/// user_type_id, default nullability). An unqualified name is a system type first,
+/// then an alias type in the user's default schema (`dbo` here), as CREATE TABLE
+/// resolves it.
+fn resolve_column_type(
+    db: &Database,
+    declared: &DeclaredType,
+    ordinal: usize,
+) -> Result<(SqlType, String, Option<i64>, bool), SqlError> {
+    match declared {
+        DeclaredType::System { ty, name } => {
+            let (user_type_id, nullable) = match datatype::system_alias(name) {
+                Some((id, nullable)) => (Some(id), nullable),
+                None => (None, true),
+            };
+            Ok((ty.clone(), name.clone(), user_type_id, nullable))
+        }
+        DeclaredType::Alias { name, with_length } => {
+            let schema = name.schema().unwrap_or("dbo");
+            let Some(alias) = db.alias_type(schema, name.object()) else {
+                return Err(error::unknown_type(&ordinal.to_string(), &name.display()));
+            };
+            if *with_length {
+                let schema_name = db.schema_name(alias.schema_id).unwrap_or("dbo");
+                return Err(error::alias_type_with_length(
+                    ordinal,
+                    &format!("{schema_name}.{}", alias.name),
+                ));
+            }
+            Ok((
+                alias.base.clone(),
+                alias.base_name.clone(),
+                Some(alias.user_type_id),
+                alias.nullable,
+            ))
+        }
+    }
+}
+
+/// `CREATE TYPE [schema.]name FROM base_type [NULL | NOT NULL]`: a new row of
+/// `sys.types` with its own user_type_id (Msg 219 when the schema has the name).
+pub fn create_type(
+    state: &mut State,
+    who: &Who<'_>,
+    name: &ObjectName,
+    base: &SqlType,
+    base_name: &str,
+    nullable: bool,
+) -> Result<(), SqlError> {
+    if !owner(state, who, who.database) {
+        return Err(error::database_permission_denied("CREATE TYPE", who.database));
+    }
+    let db = db_mut(state, who.database)?;
+    let schema_name = name.schema().unwrap_or("dbo");
+    let schema = db
+        .schema(schema_name)
+        .ok_or_else(|| error::schema_not_found(schema_name))?;
+    let (schema_id, schema_name) = (schema.schema_id, schema.name.clone());
+    if db.alias_type(&schema_name, name.object()).is_some() {
+        return Err(error::type_exists(&format!("{schema_name}.{}", name.object())));
+    }
+    let user_type_id = db.allocate_user_type_id();
+    db.types.insert(
+        user_type_id,
+        AliasType {
+            user_type_id,
+            schema_id,
+            name: name.object().to_string(),
+            base: base.clone(),
+            base_name: base_name.to_string(),
+            nullable,
         },
     );
     Ok(())

@@ -301,6 +301,73 @@ pub fn unknown_type(column: &str, ty: &str) -> SqlError {
     )
 }
 
+/// Msg 2716 (state 3): a length, precision or scale after an alias type name; an
+/// alias type's length is fixed by CREATE TYPE ("CREATE TABLE (Transact-SQL)").
+pub fn alias_type_with_length(column: usize, ty: &str) -> SqlError {
+    err(
+        2716,
+        16,
+        3,
+        format!("Column, parameter, or variable #{column}: Cannot specify a column width on data type {ty}."),
+    )
+}
+
+/// Msg 219: CREATE TYPE of a name its schema already has.
+pub fn type_exists(name: &str) -> SqlError {
+    err(
+        219,
+        16,
+        1,
+        format!("The type '{name}' already exists, or you do not have permission to create it."),
+    )
+}
+
+/// Msg 222: CREATE TYPE … FROM something other than a system data type.
+pub fn invalid_alias_base(name: &str) -> SqlError {
+    err(
+        222,
+        16,
+        1,
+        format!("The base type \"{name}\" is not a valid base type for the alias data type."),
+    )
+}
+
+/// Msg 127: a negative TOP row count.
+pub fn top_negative() -> SqlError {
+    err(
+        127,
+        15,
+        1,
+        "A TOP N or FETCH rowcount value may not be negative.".into(),
+    )
+}
+
+/// Msg 1014: a NULL TOP row count (from a variable or parameter).
+pub fn top_invalid() -> SqlError {
+    err(1014, 15, 1, "A TOP or FETCH clause contains an invalid value.".into())
+}
+
+/// Msg 1060: a TOP row count that is not of an integer type.
+pub fn top_not_integer() -> SqlError {
+    err(
+        1060,
+        15,
+        1,
+        "The number of rows provided for a TOP or FETCH clauses row count parameter must be an integer.".into(),
+    )
+}
+
+/// Msg 3951: a statement under SNAPSHOT isolation in a transaction that did not
+/// start in snapshot isolation; the transaction is rolled back.
+pub fn snapshot_after_start(database: &str) -> SqlError {
+    err(
+        3951,
+        16,
+        1,
+        format!("Transaction failed in database '{database}' because the statement was run under snapshot isolation but the transaction did not start in snapshot isolation. You cannot change the isolation level of the transaction to snapshot after the transaction has started unless the transaction was originally started under snapshot isolation level."),
+    )
+}
+
 /// Msg 2760: CREATE TABLE in a schema that does not exist.
 pub fn schema_not_found(schema: &str) -> SqlError {
     err(

@@ -266,30 +266,63 @@ pub fn call(f: Func, args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
     })
 }
 
+/// Permissions that exist on an object or a schema (`sys.fn_builtin_permissions`);
+/// `ANY` is HAS_PERMS_BY_NAME's wildcard.
+const OBJECT_PERMISSIONS: &[&str] = &[
+    "ALTER",
+    "CONTROL",
+    "DELETE",
+    "EXECUTE",
+    "INSERT",
+    "RECEIVE",
+    "REFERENCES",
+    "SELECT",
+    "TAKE OWNERSHIP",
+    "UPDATE",
+    "VIEW CHANGE TRACKING",
+    "VIEW DEFINITION",
+    "ANY",
+];
+
+/// `HAS_PERMS_BY_NAME(securable, class, permission)` ("HAS_PERMS_BY_NAME
+/// (Transact-SQL)"): 1 or 0 for an effective permission, NULL when the securable
+/// class or permission is not valid or the securable cannot be found. A NULL
+/// securable of class DATABASE is the current database.
 fn has_perms_by_name(args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
-    let (Some(securable), Some(class), Some(permission)) = (
-        args.first().and_then(str_arg),
-        args.get(1).and_then(str_arg),
-        args.get(2).and_then(str_arg),
-    ) else {
+    let securable = args.first().and_then(str_arg);
+    let class = match args.get(1) {
+        None | Some(Value::Null) => "SERVER".to_string(),
+        Some(v) => match str_arg(v) {
+            Some(c) => c.trim().to_uppercase(),
+            None => return Ok(Value::Null),
+        },
+    };
+    let Some(permission) = args.get(2).and_then(str_arg) else {
         return Ok(Value::Null);
     };
     let permission = permission.trim().to_uppercase();
-    match class.trim().to_uppercase().as_str() {
+    if matches!(class.as_str(), "OBJECT" | "SCHEMA") && !OBJECT_PERMISSIONS.contains(&permission.as_str()) {
+        return Ok(Value::Null);
+    }
+    match class.as_str() {
         "OBJECT" => {
+            let Some(securable) = securable else {
+                return Ok(Value::Null);
+            };
             let Ok(name) = parser::parse_object_name(securable) else {
                 return Ok(Value::Null);
             };
             match find_table(env, &name) {
-                Some((db, table)) if security::can_see_table(env, db, table) => Ok(Value::Int(i64::from(
-                    security::has_table_permission(env, db, table, &permission),
-                ))),
+                Some((db, table)) if security::can_see_table(env, db, table) => {
+                    let held = permission == "ANY" || security::has_table_permission(env, db, table, &permission);
+                    Ok(Value::Int(i64::from(held)))
+                }
                 _ => Ok(Value::Null),
             }
         }
         "SCHEMA" => {
             let db = env.current_db()?;
-            let Some(schema) = db.schema(securable.trim_matches(|c| c == '[' || c == ']')) else {
+            let Some(schema) = securable.and_then(|s| db.schema(s.trim_matches(|c| c == '[' || c == ']'))) else {
                 return Ok(Value::Null);
             };
             if security::is_db_owner(env, db) {
@@ -300,15 +333,18 @@ fn has_perms_by_name(args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
                 db.grants.iter().any(|g| {
                     !g.deny
                         && g.principal_id == u.principal_id
-                        && g.permission == permission
+                        && (permission == "ANY" || g.permission == permission || g.permission == "CONTROL")
                         && matches!(g.target, GrantTarget::Schema(id) if id == schema.schema_id)
                 })
             }))))
         }
         "DATABASE" => {
-            let db = match env.state.database(securable) {
-                Some(db) => db,
-                None => return Ok(Value::Null),
+            let db = match securable {
+                None => env.current_db()?,
+                Some(name) => match env.state.database(name) {
+                    Some(db) => db,
+                    None => return Ok(Value::Null),
+                },
             };
             if security::is_db_owner(env, db) {
                 return Ok(Value::Int(1));
@@ -316,6 +352,7 @@ fn has_perms_by_name(args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
             let user = db.user_for_login(env.login);
             Ok(Value::Int(i64::from(user.is_some_and(|u| {
                 permission == "CONNECT"
+                    || permission == "ANY"
                     || db.grants.iter().any(|g| {
                         !g.deny
                             && g.principal_id == u.principal_id
@@ -324,7 +361,8 @@ fn has_perms_by_name(args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
                     })
             }))))
         }
-        "SERVER" => Ok(Value::Int(i64::from(env.sysadmin))),
+        // "For the server itself, a null value (meaning "current server") is required."
+        "SERVER" if securable.is_none() => Ok(Value::Int(i64::from(env.sysadmin))),
         _ => Ok(Value::Null),
     }
 }

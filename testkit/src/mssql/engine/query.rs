@@ -563,21 +563,18 @@ fn eval_top(select: &Select, env: &Env<'_>) -> Result<Option<usize>, SqlError> {
     let Some(top) = &select.top else {
         return Ok(None);
     };
+    // "TOP (Transact-SQL)": the expression is converted to bigint. A negative count
+    // is Msg 127, a NULL one (a variable or parameter) Msg 1014, a value of a
+    // non-integer type (decimal, float, string) Msg 1060.
     let v = bind(top, &Scope::default(), env)?.bound.eval(&[], env)?;
     match v {
         Value::Int(n) if n >= 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
-        Value::Int(_) => Err(SqlError::new(
-            1060,
-            16,
-            "The number of rows provided for a TOP or FETCH clauses row count parameter must be an integer.",
-        )),
-        Value::Null => Ok(Some(0)),
-        other => {
-            match super::value::coerce(other, &SqlType::BigInt, &super::value::Target { table: "", column: "" })? {
-                Value::Int(n) => Ok(Some(usize::try_from(n.max(0)).unwrap_or(0))),
-                _ => Ok(Some(0)),
-            }
-        }
+        Value::Int(_) => Err(error::top_negative()),
+        Value::Bit(b) => Ok(Some(usize::from(b))),
+        // A literal NULL is refused when the batch compiles, as not an integer.
+        Value::Null if matches!(top, Expr::Literal(Value::Null)) => Err(error::top_not_integer()),
+        Value::Null => Err(error::top_invalid()),
+        _ => Err(error::top_not_integer()),
     }
 }
 

@@ -60,6 +60,27 @@ pub fn can_see_table(env: &Env<'_>, db: &Database, table: &Table) -> bool {
     })
 }
 
+/// Whether the metadata of a schema-contained securable other than a table (an
+/// alias type) is visible: to owners, and to users holding some permission on its
+/// schema or the database (an approximation of metadata visibility).
+pub fn can_see_schema(env: &Env<'_>, db: &Database, schema_id: i64) -> bool {
+    if is_db_owner(env, db) {
+        return true;
+    }
+    let Some(user) = db.user_for_login(env.login) else {
+        return false;
+    };
+    db.grants.iter().any(|g| {
+        !g.deny
+            && g.principal_id == user.principal_id
+            && match g.target {
+                GrantTarget::Schema(id) => id == schema_id,
+                GrantTarget::Database => true,
+                GrantTarget::Object(_) => false,
+            }
+    })
+}
+
 /// Msg 229 unless the permission is held.
 pub fn require_table_permission(env: &Env<'_>, db: &Database, table: &Table, permission: &str) -> Result<(), SqlError> {
     if has_table_permission(env, db, table, permission) {

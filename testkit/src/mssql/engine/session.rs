@@ -43,6 +43,9 @@ struct Transaction {
     /// the transaction uses row versioning.
     xsn: Option<(i64, u64)>,
     snapshot: bool,
+    /// Began under SNAPSHOT isolation: only such a transaction may (return to)
+    /// SNAPSHOT later; any other is refused with Msg 3951.
+    began_snapshot: bool,
     /// Nesting depth (`@@TRANCOUNT`).
     depth: i64,
     /// The private state: the snapshot (SNAPSHOT) or the last rebuilt view.
@@ -497,8 +500,30 @@ impl Session {
         self.read(|env| bind(expr, &Scope::default(), env)?.bound.eval(&[], env))
     }
 
+    /// Msg 3951: "A transaction cannot be set to SNAPSHOT isolation level that
+    /// started with another isolation level; doing so will cause the transaction to
+    /// abort" (SET TRANSACTION ISOLATION LEVEL). Checked when a statement reads or
+    /// writes data; the transaction is rolled back.
+    fn refuse_late_snapshot(&mut self) -> Result<(), SqlError> {
+        if self.isolation == Isolation::Snapshot && self.txn.as_ref().is_some_and(|t| !t.began_snapshot) {
+            self.txn = None;
+            return Err(error::snapshot_after_start(&self.database));
+        }
+        Ok(())
+    }
+
     fn statement(&mut self, stmt: &Statement) -> Result<Vec<Outcome>, SqlError> {
         let done = || Ok(vec![Outcome::Done { row_count: None }]);
+        if matches!(
+            stmt.kind,
+            StatementKind::Query(_)
+                | StatementKind::Insert { .. }
+                | StatementKind::Update { .. }
+                | StatementKind::Delete { .. }
+                | StatementKind::WithContext { .. }
+        ) {
+            self.refuse_late_snapshot()?;
+        }
         match &stmt.kind {
             StatementKind::Query(q) => {
                 let rs = self.read(|env| query::run(q, env))?;
@@ -539,6 +564,12 @@ impl Session {
                 primary_key,
             } => self.ddl(|s, w| ddl::create_table(s, w, name, columns, primary_key.as_ref())),
             StatementKind::DropTable { name, if_exists } => self.ddl(|s, w| ddl::drop_table(s, w, name, *if_exists)),
+            StatementKind::CreateType {
+                name,
+                base,
+                base_name,
+                nullable,
+            } => self.ddl(|s, w| ddl::create_type(s, w, name, base, base_name, *nullable)),
             StatementKind::AlterTableChangeTracking {
                 table,
                 enable,
@@ -600,6 +631,7 @@ impl Session {
                             id: self.engine.next_transaction_id(),
                             xsn: None,
                             snapshot: self.isolation == Isolation::Snapshot,
+                            began_snapshot: self.isolation == Isolation::Snapshot,
                             depth: 1,
                             private: None,
                             base: None,

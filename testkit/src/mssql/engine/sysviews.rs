@@ -226,25 +226,17 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 .filter(|t| security::can_see_table(env, db, t))
                 .flat_map(|t| {
                     t.columns.iter().enumerate().map(move |(k, c)| {
-                        let (id, max_len, prec, scale) = match datatype::declared_override(&c.type_name) {
-                            Some(o) => o,
-                            None => (
-                                type_id_of(&c.ty, &c.type_name),
-                                datatype::max_length(&c.ty),
-                                datatype::precision(&c.ty),
-                                datatype::scale(&c.ty),
-                            ),
-                        };
-                        let text = matches!(
-                            c.ty,
-                            SqlType::Char(_) | SqlType::VarChar(_) | SqlType::NChar(_) | SqlType::NVarChar(_)
-                        );
+                        // system_type_id is the base system type's; user_type_id the
+                        // declared type's, an alias's own id for alias-typed columns
+                        // ("sys.columns (Transact-SQL)").
+                        let (id, max_len, prec, scale) = datatype::catalog_facts(&c.ty, &c.type_name);
+                        let text = datatype::is_character(&c.ty);
                         vec![
                             i(t.object_id),
                             s(&c.name),
                             i(k as i64 + 1),
                             i(id),
-                            i(id),
+                            i(c.user_type_id.unwrap_or(id)),
                             i(max_len),
                             i(prec),
                             i(scale),
@@ -271,33 +263,45 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 ("collation_name", SYSNAME, true),
                 ("is_nullable", SqlType::Bit, true),
                 ("is_user_defined", SqlType::Bit, false),
+                ("is_assembly_type", SqlType::Bit, false),
+                ("default_object_id", SqlType::Int, false),
+                ("rule_object_id", SqlType::Int, false),
+                ("is_table_type", SqlType::Bit, false),
             ],
+            // "sys.types (Transact-SQL)": one row per system type (schema `sys`,
+            // user_type_id = system_type_id, except `sysname`: 231 / 256, NOT NULL),
+            // then one per alias type of this database (its own user_type_id, the
+            // base's system_type_id, length, precision and scale, is_user_defined = 1).
             rows: datatype::system_types()
                 .into_iter()
                 .map(|(name, ty, user_type_id)| {
-                    let system_type_id = if user_type_id == 256 { 231 } else { user_type_id };
-                    let (max_len, prec, scale) = match datatype::declared_override(name) {
-                        Some((_, m, p, sc)) => (m, p, sc),
-                        None => (
-                            datatype::max_length(&ty),
-                            datatype::precision(&ty),
-                            datatype::scale(&ty),
-                        ),
-                    };
-                    vec![
-                        s(name),
-                        i(system_type_id),
-                        i(user_type_id),
-                        i(4),
-                        Value::Null,
-                        i(max_len),
-                        i(prec),
-                        i(scale),
-                        Value::Null,
-                        b(true),
-                        b(false),
-                    ]
+                    let (system_type_id, max_len, prec, scale) = datatype::catalog_facts(&ty, name);
+                    let nullable = datatype::system_alias(name).is_none_or(|(_, nullable)| nullable);
+                    type_row(
+                        name,
+                        (system_type_id, user_type_id, 4),
+                        (max_len, prec, scale),
+                        &ty,
+                        nullable,
+                        false,
+                    )
                 })
+                .chain(
+                    db.types
+                        .values()
+                        .filter(|a| security::can_see_schema(env, db, a.schema_id))
+                        .map(|a| {
+                            let (system_type_id, max_len, prec, scale) = datatype::catalog_facts(&a.base, &a.base_name);
+                            type_row(
+                                &a.name,
+                                (system_type_id, a.user_type_id, a.schema_id),
+                                (max_len, prec, scale),
+                                &a.base,
+                                a.nullable,
+                                true,
+                            )
+                        }),
+                )
                 .collect(),
         },
         "indexes" => View {
@@ -494,11 +498,36 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
     })
 }
 
-/// `system_type_id` honouring `numeric` as declared.
-fn type_id_of(ty: &SqlType, declared: &str) -> i64 {
-    if declared == "numeric" {
-        108
-    } else {
-        datatype::type_id(ty)
-    }
+/// One row of `sys.types`: ids are (system_type_id, user_type_id, schema_id), sizes
+/// (max_length, precision, scale).
+fn type_row(
+    name: &str,
+    (system_type_id, user_type_id, schema_id): (i64, i64, i64),
+    (max_len, prec, scale): (i64, i64, i64),
+    ty: &SqlType,
+    nullable: bool,
+    user_defined: bool,
+) -> Vec<Value> {
+    vec![
+        s(name),
+        i(system_type_id),
+        i(user_type_id),
+        i(schema_id),
+        Value::Null,
+        i(max_len),
+        i(prec),
+        i(scale),
+        // "Name of the collation of the type if it is character-based".
+        if datatype::is_character(ty) {
+            s("SQL_Latin1_General_CP1_CI_AS")
+        } else {
+            Value::Null
+        },
+        b(nullable),
+        b(user_defined),
+        b(false),
+        i(0),
+        i(0),
+        b(false),
+    ]
 }

@@ -690,7 +690,63 @@ impl Parser {
         if self.eat_kw("TABLE") {
             return self.create_table();
         }
+        if self.eat_kw("TYPE") {
+            return self.create_type();
+        }
         Err(self.unexpected())
+    }
+
+    /// `CREATE TYPE [schema.]name FROM base_type [(…)] [NULL | NOT NULL]`: an alias
+    /// type ("CREATE TYPE (Transact-SQL)"). Table types and CLR types are refused.
+    fn create_type(&mut self) -> PResult<StatementKind> {
+        let line = self.line();
+        let name = self.object_name()?;
+        if name.parts.len() > 2 {
+            return Err(with_line(
+                SqlError::new(
+                    166,
+                    15,
+                    "'CREATE TYPE' does not allow specifying the database name as a prefix to the object name.",
+                ),
+                line,
+            ));
+        }
+        if self.is_kw("AS") || self.is_kw("EXTERNAL") {
+            return Err(error::not_supported("CREATE TYPE … AS TABLE / EXTERNAL NAME"));
+        }
+        self.expect_kw("FROM")?;
+        let line = self.line();
+        // Only a system type can be a base type: neither another alias type (a
+        // two-part name) nor `sysname`, which is itself an alias of nvarchar(128).
+        if matches!(self.peek_at(1), Some(Tok::Sym("."))) {
+            let base = self.object_name()?;
+            return Err(with_line(error::invalid_alias_base(&base.display()), line));
+        }
+        let written = match self.peek() {
+            Some(Tok::Word { text, .. }) => text.clone(),
+            _ => return Err(self.unexpected()),
+        };
+        let (base, base_name) = match self.data_type() {
+            Ok(t) => t,
+            Err(e) if e.number == 2715 => return Err(with_line(error::invalid_alias_base(&written), line)),
+            Err(e) => return Err(e),
+        };
+        if base_name == "sysname" {
+            return Err(with_line(error::invalid_alias_base(&written), line));
+        }
+        let nullable = if self.eat_kw("NOT") {
+            self.expect_kw("NULL")?;
+            false
+        } else {
+            self.eat_kw("NULL");
+            true
+        };
+        Ok(StatementKind::CreateType {
+            name,
+            base,
+            base_name,
+            nullable,
+        })
     }
 
     fn create_table(&mut self) -> PResult<StatementKind> {
@@ -727,11 +783,10 @@ impl Parser {
                 });
             } else {
                 let cname = self.ident()?;
-                let (ty, type_name) = self.data_type()?;
+                let ty = self.column_type()?;
                 let mut col = ColumnDef {
                     name: cname,
                     ty,
-                    type_name,
                     nullable: None,
                     primary_key: false,
                     pk_constraint: None,
@@ -760,8 +815,10 @@ impl Parser {
                         // Only the database default collation exists here (see
                         // `collation`); naming it is accepted, any other is refused.
                         let collation = self.ident()?;
-                        if !super::collation::is_text(&col.ty) {
-                            return Err(error::collate_invalid_for_type(&col.type_name));
+                        if let DeclaredType::System { ty, name } = &col.ty {
+                            if !super::collation::is_text(ty) {
+                                return Err(error::collate_invalid_for_type(name));
+                            }
                         }
                         if !super::collation::is_supported(&collation) {
                             return Err(error::not_supported(&format!("COLLATE {collation}")));
@@ -785,6 +842,38 @@ impl Parser {
             name,
             columns,
             primary_key,
+        })
+    }
+
+    /// A column's type in CREATE TABLE: a system type, or an alias type's (possibly
+    /// schema-qualified) name, resolved when the statement runs.
+    fn column_type(&mut self) -> PResult<DeclaredType> {
+        let start = self.pos;
+        let first = self.ident()?;
+        let parts = if self.eat_sym(".") {
+            vec![first, self.ident()?]
+        } else {
+            self.pos = start;
+            match self.data_type() {
+                Ok((ty, name)) => return Ok(DeclaredType::System { ty, name }),
+                Err(e) if e.number == 2715 => {
+                    self.pos = start + 1;
+                    vec![first]
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let with_length = self.eat_sym("(");
+        if with_length {
+            while !self.eat_sym(")") {
+                if self.advance().is_none() {
+                    return Err(self.unexpected());
+                }
+            }
+        }
+        Ok(DeclaredType::Alias {
+            name: ObjectName { parts },
+            with_length,
         })
     }
 
@@ -850,6 +939,11 @@ impl Parser {
                 let on = if self.eat_sym("=") { Some(self.on_off()?) } else { None };
                 let mut retention = None;
                 let mut auto_cleanup = None;
+                // `CHANGE_TRACKING { = OFF | = ON [ ( … ) ] | ( … ) }`: OFF takes no
+                // options ("ALTER DATABASE SET options").
+                if on == Some(false) && self.is_sym("(") {
+                    return Err(self.unexpected());
+                }
                 if self.eat_sym("(") {
                     loop {
                         if self.eat_kw("CHANGE_RETENTION") {

@@ -75,6 +75,9 @@ impl Parser {
         } else {
             None
         };
+        if top.is_some() && (self.is_kw("PERCENT") || (self.is_kw("WITH") && self.is_kw_at(1, "TIES"))) {
+            return Err(error::not_supported("TOP … PERCENT / WITH TIES"));
+        }
         let mut items = Vec::new();
         loop {
             items.push(self.select_item()?);
