@@ -37,7 +37,7 @@ pub enum ConfigError {
         field: String,
         /// The file that could not be read.
         path: PathBuf,
-        /// Why.
+        /// The OS error (missing, permission denied), as the operator must fix it.
         #[source]
         source: std::io::Error,
     },
@@ -94,7 +94,7 @@ pub struct Config {
     /// The metrics and health endpoints.
     #[serde(default)]
     pub http: HttpConfig,
-    /// Logging.
+    /// Log level and format (JSON for log collectors, text for people).
     #[serde(default)]
     pub log: LogConfig,
     /// Stopping on SIGTERM.
@@ -328,13 +328,13 @@ pub struct SinksConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
-    /// Uncompressed.
+    /// Uncompressed: for consumers that cannot decompress, at several times the bytes.
     None,
     /// LZ4: fastest, least CPU.
     Lz4,
     /// Zstandard: smallest.
     Zstd,
-    /// Snappy.
+    /// Snappy: fast, for consumers that already speak it.
     Snappy,
     /// zlib (deflate).
     Zlib,

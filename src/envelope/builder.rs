@@ -252,9 +252,12 @@ mod tests {
             changed_columns: None,
             context: Some(b"ctx"),
         };
-        let no_row: Option<fn(&mut Vec<u8>) -> Result<(), ()>> = None;
-        b.push_change(&head, |out| Ok::<_, ()>(out.extend_from_slice(br#""Id":1"#)), no_row)
-            .unwrap();
+        type Members = fn(&mut Vec<u8>) -> Result<(), ()>;
+        let key: Members = |out| {
+            out.extend_from_slice(br#""Id":1"#);
+            Ok(())
+        };
+        b.push_change(&head, key, None::<Members>).unwrap();
         let batch = b.finish(9, Trailer::Snapshot { chunk: 2, last: true });
         let v: serde_json::Value = serde_json::from_slice(&batch.payload).unwrap();
         assert_eq!(v["format"], 1);

@@ -85,13 +85,13 @@ impl BatchKind {
 /// How many changes of each op a batch holds, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OpCounts {
-    /// Inserts.
+    /// `insert` changes: the `op` label of `cdc_sidecar_changes_total`.
     pub insert: u64,
-    /// Updates.
+    /// `update` changes.
     pub update: u64,
-    /// Deletes.
+    /// `delete` changes.
     pub delete: u64,
-    /// Snapshot reads.
+    /// `read` rows of a snapshot, counted apart so change rates exclude them.
     pub read: u64,
 }
 

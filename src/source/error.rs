@@ -11,7 +11,7 @@ pub enum SourceError {
     Connect {
         /// `host:port`.
         addr: String,
-        /// Why.
+        /// The OS error (refused, unreachable, DNS), which says what to check first.
         #[source]
         source: std::io::Error,
     },
@@ -28,7 +28,7 @@ pub enum SourceError {
     Server {
         /// SQL Server's error number (e.g. 1205 for a deadlock victim).
         code: u32,
-        /// Severity.
+        /// Severity: 11–16 the statement or its data, 17+ the server or connection.
         class: u8,
         /// SQL Server's message.
         message: String,

@@ -20,6 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use testkit::mssql::sample::{DATABASE as DB, LOGIN, PASSWORD};
 
+mod orders;
+// Not every test file streams the Orders table.
+#[allow(unused_imports)]
+pub use orders::*;
+
 /// How long any condition may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
