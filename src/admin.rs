@@ -15,7 +15,9 @@ pub async fn checkpoint_list(config: &Config) -> Result<Vec<(String, Checkpoint)
 /// Sets `table`'s checkpoint to `version`, even backwards (replays) or forwards (skips).
 pub async fn checkpoint_set(config: &Config, table: &str, version: i64) -> Result<(), RunError> {
     let store = unleased_store(config).await?;
-    Ok(store.reset(table, version).await?)
+    // Batch numbers go on from the stored ones, so consumers see no false gap.
+    let seq = store.load(table).await?.map_or(0, |c| c.seq);
+    Ok(store.reset(table, version, seq).await?)
 }
 
 /// Deletes `table`'s checkpoint; returns whether there was one.

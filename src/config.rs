@@ -210,6 +210,14 @@ pub struct PollConfig {
     /// Rows per keyset-paginated snapshot chunk; each chunk is its own short statement,
     /// so a snapshot never holds one long transaction.
     pub snapshot_chunk_rows: usize,
+    /// Most changes one `CHANGETABLE` statement reads (`TOP`): a backlog of millions of
+    /// changes is read in statements that each finish well within
+    /// `source.command_timeout_ms`, continuing by keyset where the last one stopped.
+    pub statement_rows: usize,
+    /// Most bytes of batches one tick reads before it commits and hands them over; the
+    /// rest is read by the next ticks. Bounds memory and how long the tick's SNAPSHOT
+    /// transaction stays open, whatever the backlog.
+    pub tick_bytes: usize,
     /// Lag (database version − table checkpoint) above which a `lag` warning is logged
     /// and counted. Gaps in a table's versions are normal; this is only a warning.
     pub lag_warning_versions: i64,
@@ -227,6 +235,8 @@ impl Default for PollConfig {
             batch_rows: 1_000,
             batch_bytes: 1 << 20,
             snapshot_chunk_rows: 10_000,
+            statement_rows: 10_000,
+            tick_bytes: 16 << 20,
             lag_warning_versions: 100_000,
             shared_probe: true,
         }
@@ -567,6 +577,12 @@ impl Config {
         }
         if p.batch_bytes < 1024 {
             return Err(invalid("poll.batch_bytes", "must be at least 1024"));
+        }
+        if p.statement_rows == 0 {
+            return Err(invalid("poll.statement_rows", "must be at least 1"));
+        }
+        if p.tick_bytes == 0 {
+            return Err(invalid("poll.tick_bytes", "must be at least 1"));
         }
         if p.snapshot_chunk_rows == 0 {
             return Err(invalid("poll.snapshot_chunk_rows", "must be at least 1"));

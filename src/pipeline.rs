@@ -198,13 +198,14 @@ async fn run_pipeline(
             metrics: metrics.clone(),
             idle_write_interval: Duration::from_millis(config.checkpoint.idle_write_interval_ms),
             checkpoint: cell.clone(),
+            start_seq: stored.as_ref().map_or(0, |c| c.seq),
             shutdown: shutdown.clone(),
         };
         delivery_tasks.spawn(task.run(rx));
         starts.push(TableStart {
             info,
             route,
-            checkpoint: stored.map(|c| c.version),
+            checkpoint: stored,
             tx,
             checkpoint_cell: cell,
         });

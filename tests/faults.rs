@@ -275,7 +275,7 @@ async fn a_deadlock_victim_read_is_retried_without_loss_or_duplicates() {
         "Transaction (Process ID 53) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction.",
     );
     h.engine
-        .fail_next_batches_matching("FROM CHANGETABLE(CHANGES [dbo].[Orders], @P1) AS CT LEFT", 2, deadlock);
+        .fail_next_batches_matching("FROM CHANGETABLE(CHANGES [dbo].[Orders], @P2) AS CT LEFT", 2, deadlock);
     h.sql("INSERT INTO [dbo].[Orders] ([Id], [Customer]) VALUES (1, N'x'), (2, N'y');");
     let v = h.current_version();
     // THEN the read is retried and each change is delivered once

@@ -581,7 +581,7 @@ async fn wait_checkpoint(redis: &RedisServer, key: &str, what: &str, ok: impl Fn
 /// The Pulsar sink's batches come back from the broker as they were sent, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulsar_accepts_the_sinks_batches_and_gives_them_back() {
-    use cdc_sidecar::envelope::{Batch, BatchKind, OpCounts, Route};
+    use cdc_sidecar::envelope::{Batch, BatchKind, OpCounts, Position, Route};
     use cdc_sidecar::sink::{PulsarSink, Sink};
     let target = pulsar().await;
     let url = target.url.clone();
@@ -613,8 +613,10 @@ async fn pulsar_accepts_the_sinks_batches_and_gives_them_back() {
         let batch = Batch {
             route: route.clone(),
             kind: BatchKind::Changes,
-            from_version: v - 1,
-            to_version: v,
+            seq: v as u64,
+            from: Position::complete(v - 1),
+            to: Position::complete(v),
+            split_key: None,
             ops: OpCounts::default(),
             payload: format!("{{\"to_version\":{v}}}").into_bytes().into(),
         };

@@ -57,7 +57,7 @@ async fn streams_inserts_updates_and_deletes_in_order_to_both_sinks() {
         assert_eq!(all[2]["row"]["Total"], "99.99");
         assert_eq!(all[2]["changed_columns"], serde_json::json!(["Total"]));
         assert!(all[3]["row"].is_null(), "a delete has no row");
-        assert_eq!(envs[0]["format"], 1);
+        assert_eq!(envs[0]["format"], 2);
         assert_eq!(envs[0]["source"]["database"], "Shop");
         assert_eq!(envs[0]["source"]["table"], "Orders");
     }
@@ -259,19 +259,25 @@ async fn a_transaction_larger_than_a_batch_arrives_whole_and_checkpoints_only_at
     let v = h.current_version();
     h.wait_checkpoint("dbo.Orders", "the big transaction", |c| c == v).await;
 
-    // THEN every row arrives, split over chained batches, and only the last one claims the
-    // transaction's version: a consumer (or a restart) never skips part of it
+    // THEN every row arrives, split over chained batches whose ends are parts 1, 2, 3 of
+    // the transaction's version, strictly increasing, and only the last one claims all of
+    // it: a consumer (or a restart) never takes a part for a repeat, nor skips one
     let envs = h.pulsar_envelopes(ORDERS_TOPIC);
     assert!(envs.len() >= 4, "{} batches", envs.len());
     assert_chained(&envs);
     assert_eq!(changes(&envs).len(), 350);
     assert!(changes(&envs).iter().all(|c| c["version"].as_i64() == Some(v)));
+    assert_eq!(envs[0]["from"], serde_json::json!({"version": start, "part": null}));
     let (last, rest) = envs.split_last().unwrap();
-    assert_eq!(last["to_version"].as_i64(), Some(v));
-    assert!(
-        rest.iter().all(|e| e["to_version"].as_i64() == Some(start)),
-        "partial batches keep the old checkpoint"
-    );
+    assert_eq!(last["to"], serde_json::json!({"version": v, "part": null}));
+    for (n, e) in rest.iter().enumerate() {
+        assert_eq!(
+            e["to"],
+            serde_json::json!({"version": v, "part": n + 1}),
+            "part {}",
+            n + 1
+        );
+    }
     sidecar.stop().await;
 }
 

@@ -311,7 +311,9 @@ pub async fn raw_read(config: &Config, from: i64, to: i64, mask_flags: bool) -> 
         // Without column tracking the query has no SYS_CHANGE_COLUMNS and no
         // CHANGE_TRACKING_IS_COLUMN_IN_MASK column per non-key column.
         info.track_columns_updated &= mask_flags;
-        let mut query = Query::new(cdc_sidecar::source::sql::changes(&info));
+        let range = cdc_sidecar::source::sql::ChangesRange::default();
+        let mut query = Query::new(cdc_sidecar::source::sql::changes(&info, range));
+        query.bind(i64::MAX);
         query.bind(from);
         query.bind(to);
         let asked = Instant::now();

@@ -1,20 +1,52 @@
 //! The Redis checkpoint store: one hash per table under
-//! `<prefix>:checkpoint:<database>:<schema.table>` with fields `version` and
-//! `updated_at_ms`, advanced by a Lua script so the never-backwards rule holds even
-//! if two writers race. A lease key `<prefix>:lock:<database>` marks a running sidecar.
+//! `<prefix>:checkpoint:<database>:<schema.table>` with fields `version`, `part` (empty
+//! when the whole version is delivered), `updated_at_ms`, `source`, and one
+//! `split:<version>:<part>` field per stored part boundary (the key, as JSON members).
+//! Advanced by a Lua script so the never-backwards rule holds even if two writers race;
+//! the same script drops the boundaries the new position has passed. A lease key
+//! `<prefix>:lock:<database>` marks a running sidecar.
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
+use std::collections::BTreeMap;
+
 use super::{now_ms, Checkpoint, CheckpointError, CheckpointStore};
+use crate::envelope::Position;
 
 const ADVANCE: &str = r#"
+local v = tonumber(ARGV[1])
+local p = ARGV[2]
 local cur = redis.call('HGET', KEYS[1], 'version')
-if cur and tonumber(cur) >= tonumber(ARGV[1]) then return cur end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'updated_at_ms', ARGV[2], 'source', ARGV[3])
-return ARGV[1]
+if cur then
+  local cv = tonumber(cur)
+  local cp = redis.call('HGET', KEYS[1], 'part') or ''
+  local newer
+  if v ~= cv then
+    newer = v > cv
+  elseif cp == '' then
+    newer = false
+  elseif p == '' then
+    newer = true
+  else
+    newer = tonumber(p) > tonumber(cp)
+  end
+  if not newer then return {cur, cp} end
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'part', p, 'updated_at_ms', ARGV[3], 'source', ARGV[4], 'seq', ARGV[5])
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local sv, sp = string.match(f, '^split:(%-?%d+):(%d+)$')
+  if sv then
+    sv = tonumber(sv)
+    sp = tonumber(sp)
+    if sv < v or (sv == v and (p == '' or sp < tonumber(p))) then
+      redis.call('HDEL', KEYS[1], f)
+    end
+  end
+end
+return {ARGV[1], p}
 "#;
 
 const RENEW: &str = r#"
@@ -122,10 +154,31 @@ impl RedisCheckpointStore {
             value: version.clone(),
         };
         let version = version.parse().map_err(|_| malformed())?;
+        let part = match fields.get("part").map(String::as_str) {
+            None | Some("") => None,
+            Some(p) => Some(p.parse().map_err(|_| malformed())?),
+        };
+        let seq = fields.get("seq").and_then(|v| v.parse().ok()).unwrap_or(0);
         let updated_at_ms = fields.get("updated_at_ms").and_then(|v| v.parse().ok()).unwrap_or(0);
         let source = fields.get("source").cloned().filter(|s| !s.is_empty());
+        let mut splits = BTreeMap::new();
+        for (field, value) in &fields {
+            if let Some(rest) = field.strip_prefix("split:") {
+                let parsed = rest
+                    .split_once(':')
+                    .and_then(|(v, p)| Some((v.parse::<i64>().ok()?, p.parse::<u32>().ok()?)));
+                let (v, p) = parsed.ok_or_else(|| CheckpointError::Malformed {
+                    key: key.to_string(),
+                    value: field.clone(),
+                })?;
+                splits.insert((v, p), value.clone());
+            }
+        }
         Ok(Some(Checkpoint {
             version,
+            part,
+            seq,
+            splits,
             updated_at_ms,
             source,
         }))
@@ -142,38 +195,76 @@ impl CheckpointStore for RedisCheckpointStore {
         .boxed()
     }
 
-    fn advance<'a>(&'a self, table: &'a str, version: i64) -> BoxFuture<'a, Result<i64, CheckpointError>> {
+    fn advance<'a>(
+        &'a self,
+        table: &'a str,
+        to: Position,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<Position, CheckpointError>> {
         async move {
             let mut conn = self.conn.clone();
-            let stored: String = self
+            let part = to.part.map(|p| p.to_string()).unwrap_or_default();
+            let (version, part): (String, String) = self
                 .advance
                 .key(self.key(table))
-                .arg(version)
+                .arg(to.version)
+                .arg(part)
                 .arg(now_ms())
                 .arg(&self.source)
+                .arg(seq)
                 .invoke_async(&mut conn)
                 .await?;
-            stored.parse().map_err(|_| CheckpointError::Malformed {
+            let malformed = || CheckpointError::Malformed {
                 key: self.key(table),
-                value: stored,
+                value: format!("{version}/{part}"),
+            };
+            Ok(Position {
+                version: version.parse().map_err(|_| malformed())?,
+                part: if part.is_empty() {
+                    None
+                } else {
+                    Some(part.parse().map_err(|_| malformed())?)
+                },
             })
         }
         .boxed()
     }
 
-    fn reset<'a>(&'a self, table: &'a str, version: i64) -> BoxFuture<'a, Result<(), CheckpointError>> {
+    fn record_split<'a>(
+        &'a self,
+        table: &'a str,
+        at: Position,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
         async move {
-            let _: () = self
-                .conn
-                .clone()
+            let Some(part) = at.part else {
+                return Ok(());
+            };
+            let field = format!("split:{}:{part}", at.version);
+            let _: () = self.conn.clone().hset(self.key(table), field, key).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn reset<'a>(&'a self, table: &'a str, version: i64, seq: u64) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        async move {
+            // The boundaries of the old stream mean nothing for the new one.
+            let key = self.key(table);
+            let _: () = redis::pipe()
+                .atomic()
+                .del(&key)
                 .hset_multiple(
-                    self.key(table),
+                    &key,
                     &[
                         ("version", version.to_string()),
+                        ("part", String::new()),
+                        ("seq", seq.to_string()),
                         ("updated_at_ms", now_ms().to_string()),
                         ("source", self.source.clone()),
                     ],
                 )
+                .query_async(&mut self.conn.clone())
                 .await?;
             Ok(())
         }

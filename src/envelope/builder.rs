@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 
-use super::{write_str, Batch, BatchKind, Op, OpCounts, Route, FORMAT};
+use super::{write_position, write_str, Batch, BatchKind, Op, OpCounts, Position, Route, FORMAT};
 use crate::config::PollConfig;
 
 /// When a batch is sealed: at `rows` changes or `bytes` encoded bytes, whichever comes
@@ -52,7 +52,7 @@ pub struct ChangeHead<'a> {
     pub context: Option<&'a [u8]>,
 }
 
-/// What follows `to_version` at the end of an envelope.
+/// What follows `to` at the end of an envelope.
 #[derive(Debug, Clone, Copy)]
 pub enum Trailer<'a> {
     /// Nothing (a `changes` batch).
@@ -74,7 +74,8 @@ pub enum Trailer<'a> {
 pub struct BatchBuilder {
     route: Arc<Route>,
     kind: BatchKind,
-    from_version: i64,
+    seq: u64,
+    from: Position,
     body: Vec<u8>,
     ops: OpCounts,
     policy: FlushPolicy,
@@ -82,8 +83,15 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     /// Starts a batch. `source_json` is the table's pre-encoded `source` object.
-    pub fn new(route: Arc<Route>, source_json: &str, kind: BatchKind, from_version: i64, policy: FlushPolicy) -> Self {
-        // `to_version`, known only at the end, comes after the changes, so the body is
+    pub fn new(
+        route: Arc<Route>,
+        source_json: &str,
+        kind: BatchKind,
+        seq: u64,
+        from: Position,
+        policy: FlushPolicy,
+    ) -> Self {
+        // `to`, known only at the end, comes after the changes, so the body is
         // never copied.
         let mut body = Vec::with_capacity(policy.capacity() + 256);
         body.extend_from_slice(b"{\"format\":");
@@ -92,13 +100,18 @@ impl BatchBuilder {
         body.extend_from_slice(kind.as_str().as_bytes());
         body.extend_from_slice(b"\",\"source\":");
         body.extend_from_slice(source_json.as_bytes());
+        body.extend_from_slice(b",\"seq\":");
+        body.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        body.extend_from_slice(b",\"from\":");
+        write_position(&mut body, from);
         body.extend_from_slice(b",\"from_version\":");
-        body.extend_from_slice(itoa::Buffer::new().format(from_version).as_bytes());
+        body.extend_from_slice(itoa::Buffer::new().format(from.version).as_bytes());
         body.extend_from_slice(b",\"changes\":[");
         Self {
             route,
             kind,
-            from_version,
+            seq,
+            from,
             body,
             ops: OpCounts::default(),
             policy,
@@ -121,13 +134,26 @@ impl BatchBuilder {
     }
 
     /// The checkpoint before this batch.
-    pub fn from_version(&self) -> i64 {
-        self.from_version
+    pub fn from(&self) -> Position {
+        self.from
     }
 
-    /// A fresh batch of the same table, kind and policy, starting at `from_version`.
-    pub fn next(&self, source_json: &str, from_version: i64) -> Self {
-        Self::new(self.route.clone(), source_json, self.kind, from_version, self.policy)
+    /// This batch's number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The batch after this one: same table, kind and policy, the next number,
+    /// starting at `from`.
+    pub fn next(&self, source_json: &str, from: Position) -> Self {
+        Self::new(
+            self.route.clone(),
+            source_json,
+            self.kind,
+            self.seq + 1,
+            from,
+            self.policy,
+        )
     }
 
     /// Appends one change. `key` writes the members of the `key` object, `row` those of
@@ -192,11 +218,13 @@ impl BatchBuilder {
         Ok(())
     }
 
-    /// Seals the batch with the checkpoint it establishes.
-    pub fn finish(mut self, to_version: i64, trailer: Trailer<'_>) -> Batch {
+    /// Seals the batch with the checkpoint it establishes (see [`Batch::split_key`]).
+    pub fn finish(mut self, to: Position, split_key: Option<Arc<str>>, trailer: Trailer<'_>) -> Batch {
         let out = &mut self.body;
-        out.extend_from_slice(b"],\"to_version\":");
-        out.extend_from_slice(itoa::Buffer::new().format(to_version).as_bytes());
+        out.extend_from_slice(b"],\"to\":");
+        write_position(out, to);
+        out.extend_from_slice(b",\"to_version\":");
+        out.extend_from_slice(itoa::Buffer::new().format(to.version).as_bytes());
         match trailer {
             Trailer::None => {}
             Trailer::Reason(reason) => {
@@ -213,8 +241,10 @@ impl BatchBuilder {
         Batch {
             route: self.route,
             kind: self.kind,
-            from_version: self.from_version,
-            to_version,
+            seq: self.seq,
+            from: self.from,
+            to,
+            split_key,
             ops: self.ops,
             payload: Bytes::from(self.body),
         }
@@ -244,7 +274,7 @@ mod tests {
             bytes: 1 << 10,
         };
         let source = super::super::source_json("srv", "Db", "dbo", "T");
-        let mut b = BatchBuilder::new(route, &source, BatchKind::Changes, 4, policy);
+        let mut b = BatchBuilder::new(route, &source, BatchKind::Changes, 7, Position::complete(4), policy);
         let head = ChangeHead {
             op: Op::Delete,
             version: Some(7),
@@ -258,9 +288,18 @@ mod tests {
             Ok(())
         };
         b.push_change(&head, key, None::<Members>).unwrap();
-        let batch = b.finish(9, Trailer::Snapshot { chunk: 2, last: true });
+        let to = Position {
+            version: 9,
+            part: Some(2),
+        };
+        let batch = b.finish(to, Some("\"Id\":1".into()), Trailer::Snapshot { chunk: 2, last: true });
         let v: serde_json::Value = serde_json::from_slice(&batch.payload).unwrap();
-        assert_eq!(v["format"], 1);
+        assert_eq!(v["format"], 2);
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["from"]["version"], 4);
+        assert!(v["from"]["part"].is_null());
+        assert_eq!(v["to"]["version"], 9);
+        assert_eq!(v["to"]["part"], 2);
         assert_eq!(v["kind"], "changes");
         assert_eq!(v["source"]["table"], "T");
         assert_eq!(v["from_version"], 4);

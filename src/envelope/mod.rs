@@ -1,18 +1,80 @@
 //! The envelope: what one published message is. Every field name of the JSON lives in
 //! this module (the builder writes them), so the format is defined in one place;
-//! `README.md` documents it for consumers, who detect a missed batch when
-//! `from_version` differs from the previous batch's `to_version`.
+//! `README.md` documents it for consumers. Each batch carries the [`Position`] before
+//! it (`from`) and after it (`to`); a table's `to` positions strictly increase, and a
+//! consumer detects a missed batch when `from` differs from the previous batch's `to`.
 
 mod builder;
 
 pub use builder::{BatchBuilder, ChangeHead, FlushPolicy, Trailer};
 
+use std::cmp::Ordering;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-/// The envelope format version; bumped on any incompatible change.
-pub const FORMAT: u32 = 1;
+/// The envelope format version; bumped on any incompatible change. 2: `from` and `to`
+/// positions (version and part), so one transaction split over several batches never
+/// looks like a repeat.
+pub const FORMAT: u32 = 2;
+
+/// A place in a table's change stream. Change Tracking numbers changes by the version
+/// of the transaction that made them, and one transaction can hold more changes than
+/// one batch; so a position is a version plus, when the stream stopped inside that
+/// version's changes, the `part` of it delivered so far (1, 2, … in primary-key order).
+/// `part: None` means every change of `version` (and before) is delivered.
+///
+/// Positions order by version, then part, with `None` (the whole version) last: a
+/// consumer compares them with integers alone. The key at which each part ends is kept
+/// with the checkpoint, so a restart re-reads a part with exactly the same boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The Change Tracking version.
+    pub version: i64,
+    /// The part of `version` delivered so far; `None` when all of it is.
+    pub part: Option<u32>,
+}
+
+impl Position {
+    /// Every change up to and including `version`.
+    pub fn complete(version: i64) -> Self {
+        Self { version, part: None }
+    }
+
+    /// Whether every change of `version` is included.
+    pub fn is_complete(&self) -> bool {
+        self.part.is_none()
+    }
+
+    /// The `last_sync_version` to pass to `CHANGETABLE(CHANGES …)` to read what follows:
+    /// the version itself when complete, else the one before (the rest of this version
+    /// is then selected by key).
+    pub fn last_sync_version(&self) -> i64 {
+        if self.is_complete() {
+            self.version
+        } else {
+            self.version - 1
+        }
+    }
+}
+
+impl Ord for Position {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.version.cmp(&other.version).then(match (self.part, other.part) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (Some(a), Some(b)) => a.cmp(&b),
+        })
+    }
+}
+
+impl PartialOrd for Position {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// A change's operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,10 +171,19 @@ pub struct Batch {
     pub route: Arc<Route>,
     /// What it holds.
     pub kind: BatchKind,
+    /// The table's batch number: one more than the previous batch's, so a consumer
+    /// sees a lost batch as a jump (a table with nothing to say publishes nothing, so
+    /// `from` may move past the previous `to` without a gap). Kept with the checkpoint:
+    /// after a restart the batches since the checkpoint come again with their numbers.
+    pub seq: u64,
     /// The checkpoint before this batch.
-    pub from_version: i64,
+    pub from: Position,
     /// The checkpoint once this batch is delivered.
-    pub to_version: i64,
+    pub to: Position,
+    /// When `to` ends inside a version: the key (JSON members, as in a change's `key`)
+    /// of the last change of that part, which must be stored before the batch is
+    /// published so a re-read ends the part at the same place.
+    pub split_key: Option<Arc<str>>,
     /// Change counts by op.
     pub ops: OpCounts,
     /// The JSON envelope (uncompressed; each sink compresses as configured).
@@ -132,6 +203,18 @@ pub fn source_json(server: &str, database: &str, schema: &str, table: &str) -> A
     write_str(&mut out, table);
     out.push(b'}');
     String::from_utf8_lossy(&out).into()
+}
+
+/// Appends `p` as `{"version":…,"part":…}`.
+pub fn write_position(out: &mut Vec<u8>, p: Position) {
+    out.extend_from_slice(b"{\"version\":");
+    out.extend_from_slice(itoa::Buffer::new().format(p.version).as_bytes());
+    out.extend_from_slice(b",\"part\":");
+    match p.part {
+        Some(part) => out.extend_from_slice(itoa::Buffer::new().format(part).as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
 }
 
 /// Appends `s` as a JSON string.

@@ -98,8 +98,11 @@ impl PulsarSink {
         properties.insert("table".to_string(), batch.route.table.clone());
         properties.insert("format".to_string(), crate::envelope::FORMAT.to_string());
         properties.insert("kind".to_string(), batch.kind.as_str().to_string());
-        properties.insert("from_version".to_string(), batch.from_version.to_string());
-        properties.insert("to_version".to_string(), batch.to_version.to_string());
+        properties.insert("from_version".to_string(), batch.from.version.to_string());
+        properties.insert("to_version".to_string(), batch.to.version.to_string());
+        if let Some(part) = batch.to.part {
+            properties.insert("to_part".to_string(), part.to_string());
+        }
         let message = Message {
             payload: batch.payload.to_vec(),
             properties,

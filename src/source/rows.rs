@@ -344,13 +344,15 @@ impl ChangeLayout {
     }
 }
 
-/// Appends one `CHANGETABLE` row (layout of [`sql::changes`]) to the batch.
+/// Appends one `CHANGETABLE` row (layout of [`sql::changes`]) to the batch. Returns
+/// its version and its key as JSON members (`"Id":7`), the keyset cursor to continue
+/// after it.
 pub fn push_change_row(
     builder: &mut BatchBuilder,
     table: &TableInfo,
     layout: &ChangeLayout,
     row: Row,
-) -> Result<(), SourceError> {
+) -> Result<(i64, String), SourceError> {
     let version: Option<i64> = row.try_get(0)?;
     let creation_version: Option<i64> = row.try_get(1)?;
     let op_text: Option<&str> = row.try_get(2)?;
@@ -390,11 +392,82 @@ pub fn push_change_row(
         changed_columns: changed.as_deref(),
         context: context.as_deref(),
     };
+    let mut key = Vec::with_capacity(32);
+    write_members(&mut key, &table.key, key_cells)?;
     builder.push_change(
         &head,
-        |out| write_members(out, &table.key, key_cells),
+        |out| {
+            out.extend_from_slice(&key);
+            Ok(())
+        },
         row_present.then_some(|out: &mut Vec<u8>| write_members(out, &table.columns, row_cells)),
-    )
+    )?;
+    let key = String::from_utf8(key).map_err(|e| SourceError::Unexpected(e.to_string()))?;
+    Ok((version.unwrap_or_default(), key))
+}
+
+/// A key value bound as a parameter; the keyset predicates cast it to the column's
+/// declared type, so text stands for every type whose JSON form is a string.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyParam {
+    /// tinyint, smallint, int, bigint.
+    Int(i64),
+    /// bit.
+    Bool(bool),
+    /// real, float.
+    Float(f64),
+    /// binary types (base64 in JSON).
+    Bytes(Vec<u8>),
+    /// decimal, money, character, date and time types, uniqueidentifier.
+    Text(String),
+}
+
+impl KeyParam {
+    /// Binds the value as the next parameter of `query`.
+    pub fn bind(&self, query: &mut tiberius::Query<'_>) {
+        match self {
+            KeyParam::Int(v) => query.bind(*v),
+            KeyParam::Bool(v) => query.bind(*v),
+            KeyParam::Float(v) => query.bind(*v),
+            KeyParam::Bytes(v) => query.bind(v.clone()),
+            KeyParam::Text(v) => query.bind(v.clone()),
+        }
+    }
+}
+
+/// The parameters for a key written by [`push_change_row`] (JSON members), in key
+/// order: the inverse of its encoding.
+pub fn key_params(table: &TableInfo, members: &str) -> Result<Vec<KeyParam>, SourceError> {
+    let bad = |why: &str| SourceError::Unexpected(format!("stored key {{{members}}} of {}: {why}", table.name));
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&format!("{{{members}}}")).map_err(|e| bad(&e.to_string()))?;
+    let mut out = Vec::with_capacity(table.key.len());
+    for k in &table.key {
+        let v = object
+            .get(&k.name)
+            .ok_or_else(|| bad(&format!("no column {}", k.name)))?;
+        let p = match (k.kind, v) {
+            (ValueKind::Int, serde_json::Value::Number(n)) => {
+                KeyParam::Int(n.as_i64().ok_or_else(|| bad("not an integer"))?)
+            }
+            (ValueKind::BigInt, serde_json::Value::String(s)) => {
+                KeyParam::Int(s.parse().map_err(|_| bad("not a bigint"))?)
+            }
+            (ValueKind::Bool, serde_json::Value::Bool(b)) => KeyParam::Bool(*b),
+            (ValueKind::Float, serde_json::Value::Number(n)) => {
+                KeyParam::Float(n.as_f64().ok_or_else(|| bad("not a number"))?)
+            }
+            (ValueKind::Binary, serde_json::Value::String(s)) => KeyParam::Bytes(
+                base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .map_err(|_| bad("not base64"))?,
+            ),
+            (_, serde_json::Value::String(s)) => KeyParam::Text(s.clone()),
+            _ => return Err(bad(&format!("unexpected value for {}", k.name))),
+        };
+        out.push(p);
+    }
+    Ok(out)
 }
 
 /// Appends one snapshot row (layout of [`sql::snapshot_chunk`]: the key, then the

@@ -123,15 +123,35 @@ fn select_expr(alias: &str, c: &ColumnInfo, name: &str) -> String {
 /// Columns whose in-mask flags fit one `int` mask column (bits 0..=30).
 pub const MASK_BITS: usize = 31;
 
+/// Which changes one [`changes`] statement reads. Parameters, in order: `@P1` the row
+/// limit (`TOP`), `@P2` the `last_sync_version` of CHANGETABLE, `@P3` the highest
+/// version to read (or, with `one_version`, the only one), then with `after_key` `@P4`
+/// the version the key applies to followed by that key's columns, then with `upto_key`
+/// the key columns of the part's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChangesRange {
+    /// Continue inside version `@P4` after a key (the stream stopped mid-version).
+    pub after_key: bool,
+    /// Read only version `@P3` (a stored part being re-read).
+    pub one_version: bool,
+    /// End at a key, inclusive (the stored end of a part).
+    pub upto_key: bool,
+}
+
 /// Column layout of [`changes`]: version, creation version, operation, context, then
 /// (with column tracking) the updated-columns flags of the non-key columns packed as
 /// bits into `int` columns of [`MASK_BITS`] each (NULL when `SYS_CHANGE_COLUMNS` is NULL:
 /// inserts, deletes, or every column changed), then the key from CHANGETABLE (present for
 /// deletes), then the row from the LEFT JOIN. One packed column instead of one flag
 /// column per table column keeps wide tables' rows small.
-pub fn changes(t: &TableInfo) -> String {
+///
+/// Ordered by version, then key: the order of [`crate::envelope::Position`]'s parts.
+/// `TOP` bounds every statement, so a backlog of millions of changes is read in
+/// statements that each finish well within `source.command_timeout_ms`, continuing by
+/// keyset from where the last one stopped.
+pub fn changes(t: &TableInfo, range: ChangesRange) -> String {
     let mut sql = String::from(
-        "SELECT CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION, CT.SYS_CHANGE_CONTEXT",
+        "SELECT TOP (@P1) CT.SYS_CHANGE_VERSION, CT.SYS_CHANGE_CREATION_VERSION, CT.SYS_CHANGE_OPERATION, CT.SYS_CHANGE_CONTEXT",
     );
     if t.track_columns_updated {
         let masked: Vec<_> = t.mask_columns().collect();
@@ -164,13 +184,46 @@ pub fn changes(t: &TableInfo) -> String {
     let order: Vec<String> = t.key.iter().map(|k| format!("CT.{}", k.quoted)).collect();
     let _ = write!(
         sql,
-        " FROM CHANGETABLE(CHANGES {q}, @P1) AS CT LEFT OUTER JOIN {q} AS T ON {on} \
-         WHERE CT.SYS_CHANGE_VERSION <= @P2 ORDER BY CT.SYS_CHANGE_VERSION, {order}",
+        " FROM CHANGETABLE(CHANGES {q}, @P2) AS CT LEFT OUTER JOIN {q} AS T ON {on} WHERE CT.SYS_CHANGE_VERSION {op} @P3",
         q = t.quoted,
         on = on.join(" AND "),
-        order = order.join(", "),
+        op = if range.one_version { "=" } else { "<=" },
     );
+    let mut next = 4;
+    if range.after_key {
+        let _ = write!(
+            sql,
+            " AND (CT.SYS_CHANGE_VERSION > @P4 OR (CT.SYS_CHANGE_VERSION = @P4 AND {}))",
+            key_after("CT", &t.key, 5)
+        );
+        next = 5 + t.key.len();
+    }
+    if range.upto_key {
+        let _ = write!(sql, " AND NOT {}", key_after("CT", &t.key, next));
+    }
+    let _ = write!(sql, " ORDER BY CT.SYS_CHANGE_VERSION, {}", order.join(", "));
     sql
+}
+
+/// `(k1 > a) OR (k1 = a AND k2 > b) …`: the rows after a key in key order, over
+/// composite keys, with the key's values as parameters from `@P{first}` on, each cast
+/// to its column's declared type.
+fn key_after(alias: &str, key: &[ColumnInfo], first: usize) -> String {
+    let mut ors = Vec::with_capacity(key.len());
+    for i in 0..key.len() {
+        let mut ands: Vec<String> = key[..i]
+            .iter()
+            .enumerate()
+            .map(|(j, k)| format!("{alias}.{} = {}", k.quoted, typed_param(k, first + j)))
+            .collect();
+        ands.push(format!(
+            "{alias}.{} > {}",
+            key[i].quoted,
+            typed_param(&key[i], first + i)
+        ));
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    format!("({})", ors.join(" OR "))
 }
 
 /// `CAST(@Pn AS <declared type>)`: a parameter compared with `column` as the column's
@@ -199,17 +252,7 @@ pub fn snapshot_chunk(t: &TableInfo, first: bool) -> String {
     cols.extend(t.columns.iter().map(|c| select_expr("T", c, &c.name)));
     let mut sql = format!("SELECT TOP (@P1) {} FROM {} AS T", cols.join(", "), t.quoted);
     if !first {
-        let mut ors = Vec::with_capacity(t.key.len());
-        for i in 0..t.key.len() {
-            let mut ands: Vec<String> = t.key[..i]
-                .iter()
-                .enumerate()
-                .map(|(j, k)| format!("T.{} = {}", k.quoted, typed_param(k, j + 2)))
-                .collect();
-            ands.push(format!("T.{} > {}", t.key[i].quoted, typed_param(&t.key[i], i + 2)));
-            ors.push(format!("({})", ands.join(" AND ")));
-        }
-        let _ = write!(sql, " WHERE {}", ors.join(" OR "));
+        let _ = write!(sql, " WHERE {}", key_after("T", &t.key, 2));
     }
     let order: Vec<String> = t.key.iter().map(|k| format!("T.{}", k.quoted)).collect();
     let _ = write!(sql, " ORDER BY {}", order.join(", "));

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::checkpoint::CheckpointStore;
-use crate::envelope::{Batch, BatchKind};
+use crate::envelope::{Batch, BatchKind, Position};
 use crate::metrics::Metrics;
 use crate::sink::Sink;
 
@@ -21,13 +21,20 @@ use super::backoff::Backoff;
 /// What the reader hands a table's delivery task, in order.
 #[derive(Debug)]
 pub enum Delivery {
-    /// Publish, then (for `changes`) advance the checkpoint to `to_version`.
+    /// Publish (after storing its part boundary, if any), then (for `changes`) advance
+    /// the checkpoint to its `to`.
     Batch(Batch),
     /// The table had nothing up to this version: advance the checkpoint, at most once
     /// per idle interval.
     Progress(i64),
-    /// A snapshot finished: set the checkpoint to its version, even if lower.
-    SnapshotDone(i64),
+    /// A snapshot finished with batch `seq`: set the checkpoint to its version, even if
+    /// lower.
+    SnapshotDone {
+        /// The snapshot's version: the new checkpoint.
+        version: i64,
+        /// The number of the snapshot's last batch.
+        seq: u64,
+    },
 }
 
 /// A table's delivery task.
@@ -44,6 +51,8 @@ pub struct DeliveryTask {
     pub idle_write_interval: Duration,
     /// The durable checkpoint, shared with the reader for lag.
     pub checkpoint: Arc<AtomicI64>,
+    /// The stored checkpoint's batch number (0 when none).
+    pub start_seq: u64,
     /// Cancelled at shutdown: stop retrying, deliver what can be delivered, return.
     pub shutdown: CancellationToken,
 }
@@ -56,6 +65,8 @@ impl DeliveryTask {
     /// Runs until the reader closes the channel (or shutdown interrupts a retry).
     pub async fn run(self, mut rx: mpsc::Receiver<Delivery>) {
         let mut pending: Option<i64> = None;
+        // The number of the last batch delivered, stored with every checkpoint.
+        let mut seq = self.start_seq;
         let mut last_write = Instant::now();
         loop {
             let flush_at = tokio::time::Instant::from_std(last_write + self.idle_write_interval);
@@ -63,7 +74,7 @@ impl DeliveryTask {
                 item = rx.recv() => item,
                 _ = tokio::time::sleep_until(flush_at), if pending.is_some() => {
                     if let Some(v) = pending.take() {
-                        if self.advance(v).await.is_err() { return; }
+                        if self.advance(Position::complete(v), seq).await.is_err() { return; }
                         last_write = Instant::now();
                     }
                     continue;
@@ -73,10 +84,19 @@ impl DeliveryTask {
                 None => break,
                 Some(Delivery::Batch(batch)) => {
                     pending = None;
-                    match self.publish(&batch).await {
+                    let recorded = match &batch.split_key {
+                        Some(key) => self.record_split(batch.to, key).await,
+                        None => Ok(()),
+                    };
+                    match recorded.and(self.publish(&batch).await) {
                         Ok(()) if batch.kind == BatchKind::Changes => {
                             last_write = Instant::now();
-                            self.advance(batch.to_version).await
+                            seq = batch.seq;
+                            self.advance(batch.to, seq).await
+                        }
+                        Ok(()) => {
+                            seq = batch.seq;
+                            Ok(())
                         }
                         other => other,
                     }
@@ -85,16 +105,17 @@ impl DeliveryTask {
                     if last_write.elapsed() >= self.idle_write_interval {
                         last_write = Instant::now();
                         pending = None;
-                        self.advance(v).await
+                        self.advance(Position::complete(v), seq).await
                     } else {
                         pending = Some(v);
                         Ok(())
                     }
                 }
-                Some(Delivery::SnapshotDone(v)) => {
+                Some(Delivery::SnapshotDone { version, seq: done }) => {
                     pending = None;
                     last_write = Instant::now();
-                    self.reset(v).await
+                    seq = seq.max(done);
+                    self.reset(version, seq).await
                 }
             };
             if result.is_err() {
@@ -102,7 +123,7 @@ impl DeliveryTask {
             }
         }
         if let Some(v) = pending {
-            let _ = self.advance(v).await;
+            let _ = self.advance(Position::complete(v), seq).await;
         }
     }
 
@@ -136,7 +157,7 @@ impl DeliveryTask {
                     }
                     Err(error) => {
                         self.metrics.sink_errors.with_label_values(&[sink]).inc();
-                        warn!(table = %self.table, sink, %error, to_version = batch.to_version, "publish failed; retrying");
+                        warn!(table = %self.table, sink, %error, to = ?batch.to, "publish failed; retrying");
                     }
                 }
             }
@@ -161,7 +182,7 @@ impl DeliveryTask {
                 return Ok(());
             }
             if self.shutdown.is_cancelled() {
-                warn!(table = %self.table, to_version = batch.to_version, "shutting down with an undelivered batch; it will be read again on restart");
+                warn!(table = %self.table, to = ?batch.to, "shutting down with an undelivered batch; it will be read again on restart");
                 return Err(GaveUp);
             }
             tokio::select! {
@@ -171,34 +192,55 @@ impl DeliveryTask {
         }
     }
 
-    async fn advance(&self, version: i64) -> Result<(), GaveUp> {
-        self.write(version, false).await
+    async fn advance(&self, to: Position, seq: u64) -> Result<(), GaveUp> {
+        self.write(to, seq, false).await
     }
 
-    async fn reset(&self, version: i64) -> Result<(), GaveUp> {
-        self.write(version, true).await
+    async fn reset(&self, version: i64, seq: u64) -> Result<(), GaveUp> {
+        self.write(Position::complete(version), seq, true).await
     }
 
-    async fn write(&self, version: i64, reset: bool) -> Result<(), GaveUp> {
+    /// Stores a part boundary before the part is published (see
+    /// [`CheckpointStore::record_split`]); retried like a checkpoint write.
+    async fn record_split(&self, at: Position, key: &str) -> Result<(), GaveUp> {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5), 2.0);
+        loop {
+            match self.store.record_split(&self.table, at, key).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    warn!(table = %self.table, %error, ?at, "recording a part boundary failed; retrying");
+                    if self.shutdown.is_cancelled() {
+                        return Err(GaveUp);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = self.shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write(&self, to: Position, seq: u64, reset: bool) -> Result<(), GaveUp> {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5), 2.0);
         loop {
             let result = if reset {
-                self.store.reset(&self.table, version).await.map(|()| version)
+                self.store.reset(&self.table, to.version, seq).await.map(|()| to)
             } else {
-                self.store.advance(&self.table, version).await
+                self.store.advance(&self.table, to, seq).await
             };
             match result {
                 Ok(stored) => {
-                    self.checkpoint.store(stored, Ordering::Relaxed);
+                    self.checkpoint.store(stored.version, Ordering::Relaxed);
                     self.metrics
                         .checkpoint_version
                         .with_label_values(&[&self.table])
-                        .set(stored);
-                    debug!(table = %self.table, version = stored, "checkpoint written");
+                        .set(stored.version);
+                    debug!(table = %self.table, position = ?stored, "checkpoint written");
                     return Ok(());
                 }
                 Err(error) => {
-                    warn!(table = %self.table, %error, version, "checkpoint write failed; retrying");
+                    warn!(table = %self.table, %error, position = ?to, "checkpoint write failed; retrying");
                     if self.shutdown.is_cancelled() {
                         return Err(GaveUp);
                     }

@@ -26,8 +26,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::checkpoint::Checkpoint;
 use crate::config::{Config, SnapshotMode};
-use crate::envelope::{source_json, FlushPolicy, Route};
+use crate::envelope::{source_json, FlushPolicy, Position, Route};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::source::catalog::{SourceIdentity, TableInfo};
@@ -60,6 +61,9 @@ pub struct Reader {
     identity: SourceIdentity,
     client: Option<SqlClient>,
     tables: Vec<Table>,
+    /// What a tick hands to delivery, held until its transaction is committed so the
+    /// database never waits on a slow sink (a full queue blocks only after COMMIT).
+    outbox: Vec<(usize, Delivery)>,
     policy: FlushPolicy,
     metrics: Metrics,
     health: Arc<Health>,
@@ -72,7 +76,7 @@ pub struct TableStart {
     /// Its topic and channel.
     pub route: Arc<Route>,
     /// The stored checkpoint, if any.
-    pub checkpoint: Option<i64>,
+    pub checkpoint: Option<Checkpoint>,
     /// Its delivery task's queue (bounded: backpressure).
     pub tx: mpsc::Sender<Delivery>,
     /// The durable checkpoint, shared with the delivery task for lag.
@@ -100,8 +104,17 @@ impl Reader {
                 .find(|t| t.name == s.info.name)
                 .map(|t| t.snapshot)
                 .unwrap_or_default();
-            let state = match (s.checkpoint, mode) {
-                (Some(position), _) => TableState::Streaming { position },
+            let (splits, next_seq) = match &s.checkpoint {
+                Some(cp) => (
+                    cp.splits.iter().map(|(k, v)| (*k, Arc::from(v.as_str()))).collect(),
+                    cp.seq + 1,
+                ),
+                None => (Default::default(), 1),
+            };
+            let state = match (s.checkpoint.as_ref(), mode) {
+                (Some(cp), _) => TableState::Streaming {
+                    position: cp.position(),
+                },
                 (None, SnapshotMode::Initial) => {
                     info!(table = %s.info.name, version = current_version, "no checkpoint: taking the initial snapshot");
                     TableState::Snapshotting {
@@ -113,9 +126,14 @@ impl Reader {
                 (None, SnapshotMode::Never) => {
                     info!(table = %s.info.name, version = current_version, "no checkpoint: starting at the current version");
                     // Recorded at once so a restart does not move the start.
-                    let _ = s.tx.send(Delivery::SnapshotDone(current_version)).await;
+                    let _ =
+                        s.tx.send(Delivery::SnapshotDone {
+                            version: current_version,
+                            seq: 0,
+                        })
+                        .await;
                     TableState::Streaming {
-                        position: current_version,
+                        position: Position::complete(current_version),
                     }
                 }
             };
@@ -129,6 +147,8 @@ impl Reader {
                 tx: s.tx,
                 checkpoint: s.checkpoint_cell,
                 lagging: false,
+                splits,
+                next_seq,
             });
         }
         Self {
@@ -137,6 +157,7 @@ impl Reader {
             identity,
             client: Some(client),
             tables,
+            outbox: Vec::new(),
             metrics,
             health,
         }
@@ -154,7 +175,13 @@ impl Reader {
                 .last_tick_ms
                 .store(crate::checkpoint::now_ms(), Ordering::Relaxed);
             let result = tokio::select! {
-                r = self.tick(&mut last_seen) => r,
+                r = async {
+                    let ticked = self.tick(&mut last_seen).await;
+                    // What was read is handed over even when the tick then failed: it
+                    // was read consistently and the positions already moved past it.
+                    let flushed = self.flush_outbox().await;
+                    ticked.and_then(|moved| flushed.map(|()| moved))
+                } => r,
                 _ = shutdown.cancelled() => break,
             };
             if result.is_ok() {
@@ -238,17 +265,18 @@ impl Reader {
             }
             self.metrics.probes.with_label_values(&["moved"]).inc();
             let timer = self.metrics.poll_duration.start_timer();
-            let upper = self.stream_tick(None).await?;
+            let (upper, more) = self.stream_tick(None).await?;
             timer.observe_duration();
-            *last_seen = Some(upper);
+            // With more to read below `upper`, the next tick reads on at once.
+            *last_seen = (!more).then_some(upper);
         } else {
             // The original design, kept for comparison: every table queried every tick,
             // backing off only while no table had anything.
             let mut moved = false;
             for i in 0..self.tables.len() {
                 if let TableState::Streaming { position } = self.tables[i].state {
-                    let upper = self.stream_tick(Some(i)).await?;
-                    moved |= upper != position;
+                    let (upper, more) = self.stream_tick(Some(i)).await?;
+                    moved |= more || Position::complete(upper) != position;
                 }
             }
             if !moved && !snapshotting {
@@ -272,7 +300,10 @@ impl Reader {
     fn park(&mut self, i: usize, e: &SourceError) {
         let t = &mut self.tables[i];
         error!(table = %t.info.name, error = %e, retry_in = ?TABLE_RETRY, "table failed; the other tables keep streaming");
-        let resume = match std::mem::replace(&mut t.state, TableState::Streaming { position: 0 }) {
+        let placeholder = TableState::Streaming {
+            position: Position::complete(0),
+        };
+        let resume = match std::mem::replace(&mut t.state, placeholder) {
             // Parked again before its retry: keep what it goes back to.
             TableState::Errored { resume, .. } => resume,
             other => Box::new(other),
@@ -324,12 +355,22 @@ impl Reader {
         }
     }
 
-    async fn send(&self, i: usize, item: Delivery) -> Result<(), SourceError> {
-        self.tables[i]
-            .tx
-            .send(item)
-            .await
-            .map_err(|_| stopped(&self.tables[i].info))
+    /// Queues `item` for table `i`'s delivery task (see [`Self::flush_outbox`]).
+    fn send(&mut self, i: usize, item: Delivery) {
+        self.outbox.push((i, item));
+    }
+
+    /// Hands what was read to the delivery tasks, in order, waiting for room in their
+    /// bounded queues (backpressure). Called with no transaction or statement open.
+    async fn flush_outbox(&mut self) -> Result<(), SourceError> {
+        for (i, item) in std::mem::take(&mut self.outbox) {
+            self.tables[i]
+                .tx
+                .send(item)
+                .await
+                .map_err(|_| stopped(&self.tables[i].info))?;
+        }
+        Ok(())
     }
 }
 

@@ -6,23 +6,17 @@ use futures_util::TryStreamExt;
 use tiberius::Query;
 use tracing::{info, warn};
 
-use super::{stopped, Delivery, Reader, ResyncReason, TableState};
-use crate::envelope::{BatchBuilder, BatchKind, Trailer};
+use super::{Delivery, Reader, ResyncReason, TableState};
+use crate::envelope::{BatchBuilder, BatchKind, Position, Trailer};
 use crate::source::rows::push_snapshot_row;
 use crate::source::{sql, SourceError};
 
 impl Reader {
     /// Announces a resync of table `i` (its checkpoint `position` is no longer usable)
     /// and starts a snapshot as of `version`.
-    pub(super) async fn start_resync(
-        &mut self,
-        i: usize,
-        position: i64,
-        version: i64,
-        reason: ResyncReason,
-    ) -> Result<(), SourceError> {
+    pub(super) fn start_resync(&mut self, i: usize, position: Position, version: i64, reason: ResyncReason) {
         let t = &self.tables[i];
-        warn!(table = %t.info.name, checkpoint = position, version, reason = reason.as_str(), "resync: changes were lost, taking a fresh snapshot");
+        warn!(table = %t.info.name, checkpoint = ?position, version, reason = reason.as_str(), "resync: changes were lost, taking a fresh snapshot");
         self.metrics
             .resyncs
             .with_label_values(&[&t.info.name, reason.as_str()])
@@ -31,19 +25,21 @@ impl Reader {
             t.route.clone(),
             &t.source_json,
             BatchKind::Resync,
+            t.next_seq,
             position,
             self.policy,
         );
-        let batch = builder.finish(version, Trailer::Reason(reason.as_str()));
-        self.send(i, Delivery::Batch(batch)).await?;
+        let batch = builder.finish(Position::complete(version), None, Trailer::Reason(reason.as_str()));
+        self.tables[i].next_seq += 1;
+        self.send(i, Delivery::Batch(batch));
         self.tables[i].state = TableState::Snapshotting {
             version,
             last_key: None,
             batches: 0,
         };
+        self.tables[i].splits.clear();
         self.metrics
             .set_table_state(&self.tables[i].info.name, self.tables[i].state.label());
-        Ok(())
     }
 
     /// One keyset-paginated chunk of a snapshot, as its own statement.
@@ -64,29 +60,35 @@ impl Reader {
             self.tables[i].source_json.clone(),
             self.policy,
         );
-        let tx = self.tables[i].tx.clone();
         let mut query = Query::new(sql::snapshot_chunk(&info, last_key.is_none()));
         query.bind(chunk_rows as i64);
         for k in last_key.iter().flatten() {
             query.bind(k.clone());
         }
-        let client = self.client().await?;
-        let mut rows = query.query(client).await?.into_row_stream();
-        let mut builder = BatchBuilder::new(route, &source_json, BatchKind::Snapshot, version, policy);
+        let at = Position::complete(version);
+        let mut builder = BatchBuilder::new(
+            route,
+            &source_json,
+            BatchKind::Snapshot,
+            self.tables[i].next_seq,
+            at,
+            policy,
+        );
+        let mut sealed = Vec::new();
         let mut batches = batches;
         let mut read = 0usize;
         let mut new_last_key = last_key;
+        let client = self.client().await?;
+        let mut rows = query.query(client).await?.into_row_stream();
         while let Some(row) = rows.try_next().await? {
             if builder.is_full() {
-                let next = builder.next(&source_json, version);
+                let next = builder.next(&source_json, at);
                 let full = std::mem::replace(&mut builder, next);
                 let trailer = Trailer::Snapshot {
                     chunk: batches,
                     last: false,
                 };
-                tx.send(Delivery::Batch(full.finish(version, trailer)))
-                    .await
-                    .map_err(|_| stopped(&info))?;
+                sealed.push(full.finish(at, None, trailer));
                 batches += 1;
             }
             read += 1;
@@ -96,17 +98,19 @@ impl Reader {
         let last = read < chunk_rows;
         if !builder.is_empty() || last {
             let trailer = Trailer::Snapshot { chunk: batches, last };
-            tx.send(Delivery::Batch(builder.finish(version, trailer)))
-                .await
-                .map_err(|_| stopped(&info))?;
+            sealed.push(builder.finish(at, None, trailer));
             batches += 1;
+        }
+        // Handed over after the statement is done (see `Reader::flush_outbox`).
+        for batch in sealed {
+            self.tables[i].next_seq = batch.seq + 1;
+            self.send(i, Delivery::Batch(batch));
         }
         if last {
             info!(table = %info.name, version, batches, "snapshot complete; streaming changes");
-            tx.send(Delivery::SnapshotDone(version))
-                .await
-                .map_err(|_| stopped(&info))?;
-            self.tables[i].state = TableState::Streaming { position: version };
+            let seq = self.tables[i].next_seq - 1;
+            self.send(i, Delivery::SnapshotDone { version, seq });
+            self.tables[i].state = TableState::Streaming { position: at };
             self.metrics.set_table_state(&info.name, self.tables[i].state.label());
         } else {
             self.tables[i].state = TableState::Snapshotting {

@@ -1,24 +1,43 @@
 //! Streaming: one SNAPSHOT transaction per tick finds the tables with changes up to
-//! the tick's upper bound and reads each one's `CHANGETABLE(CHANGES …)` into batches.
+//! the tick's upper bound and reads each one's `CHANGETABLE(CHANGES …)` into batches,
+//! at most `poll.tick_bytes` of them, in statements of at most `poll.statement_rows`
+//! changes; then it commits, and only then are the batches handed to delivery.
 //! Expired checkpoints, a database version below a checkpoint and tables whose
 //! tracking was switched off are recognised here and turned into resyncs.
+//!
+//! Positions: a batch ends either after a whole version or, when one transaction's
+//! changes fill more than a batch (or a statement's `TOP`), inside it: part 1, 2, … of
+//! that version, each ending at a key. The key of each part's end is stored before the
+//! part is published, and a re-read after a restart ends each stored part at the same
+//! key, with its own statement (`upto_key`), so a part has the same content and number
+//! whenever it is sent.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::TryStreamExt;
 use tiberius::Query;
 use tracing::info;
 
-use super::{stopped, Delivery, Reader, ResyncReason, TableState};
-use crate::envelope::{BatchBuilder, BatchKind, Trailer};
+use super::{Delivery, Reader, ResyncReason, TableState};
+use crate::envelope::{Batch, BatchBuilder, BatchKind, Position, Trailer};
 use crate::source::catalog::TableInfo;
-use crate::source::rows::{push_change_row, ChangeLayout};
+use crate::source::rows::{key_params, push_change_row, ChangeLayout};
+use crate::source::sql::ChangesRange;
 use crate::source::{self, sql, SourceError};
+
+/// What one tick's read of a table left.
+struct Read {
+    /// Whether changes up to the tick's upper bound remain (statement or tick bound).
+    more: bool,
+}
 
 impl Reader {
     /// One SNAPSHOT transaction: read the upper bound, find the tables with changes
-    /// (all streaming tables, or only `only`), stream them. Returns the upper bound.
-    pub(super) async fn stream_tick(&mut self, only: Option<usize>) -> Result<i64, SourceError> {
+    /// (all streaming tables, or only `only`), read them. Returns the upper bound and
+    /// whether some table has more to read below it (the next tick must read again even
+    /// if the database version did not move).
+    pub(super) async fn stream_tick(&mut self, only: Option<usize>) -> Result<(i64, bool), SourceError> {
         let database = self.identity.database.clone();
         self.metrics.source_queries.with_label_values(&["discover"]).inc();
         let client = self.client().await?;
@@ -39,48 +58,38 @@ impl Reader {
                 TableState::TrackingLost { position } => (position, true),
                 _ => continue,
             };
-            if position > upper {
+            if position.version > upper {
                 candidates.push((i, position, true, lost));
-            } else if position < upper || only.is_some() || lost {
+            } else if position < Position::complete(upper) || only.is_some() || lost {
                 candidates.push((i, position, false, lost));
             }
         }
-        let backwards: Vec<(usize, i64)> = candidates.iter().filter(|c| c.2).map(|c| (c.0, c.1)).collect();
+        let backwards: Vec<(usize, Position)> = candidates.iter().filter(|c| c.2).map(|c| (c.0, c.1)).collect();
         for (i, position) in backwards {
-            self.start_resync(i, position, upper, ResyncReason::VersionWentBackwards)
-                .await?;
+            self.start_resync(i, position, upper, ResyncReason::VersionWentBackwards);
         }
         // Tables whose tracking was switched off stay out of the discover query (their
         // CHANGETABLE would fail it for everyone) until it is back.
-        let lost: Vec<(usize, i64)> = candidates.iter().filter(|c| !c.2 && c.3).map(|c| (c.0, c.1)).collect();
+        let lost: Vec<(usize, Position)> = candidates.iter().filter(|c| !c.2 && c.3).map(|c| (c.0, c.1)).collect();
         if !lost.is_empty() {
             for (i, min_valid) in self.min_valid_versions(&lost).await? {
                 if min_valid.is_some() {
-                    let position = lost.iter().find(|(j, _)| *j == i).map_or(0, |l| l.1);
+                    let position = lost
+                        .iter()
+                        .find(|(j, _)| *j == i)
+                        .map_or(Position::complete(0), |l| l.1);
                     self.health.set_errored(&self.tables[i].info.name, false);
                     info!(table = %self.tables[i].info.name, "change tracking is enabled again");
                     // Whatever changed while tracking was off was never recorded.
-                    self.start_resync(i, position, upper, ResyncReason::CheckpointExpired)
-                        .await?;
+                    self.start_resync(i, position, upper, ResyncReason::CheckpointExpired);
                 }
             }
         }
-        let forward: Vec<(usize, i64)> = candidates.iter().filter(|c| !c.2 && !c.3).map(|c| (c.0, c.1)).collect();
+        let forward: Vec<(usize, Position)> = candidates.iter().filter(|c| !c.2 && !c.3).map(|c| (c.0, c.1)).collect();
+        let mut more = false;
         if !forward.is_empty() {
-            let infos: Vec<(usize, &TableInfo)> = forward.iter().map(|(i, _)| (*i, &self.tables[*i].info)).collect();
-            let text = sql::discover(&infos);
-            let mut query = Query::new(text);
-            query.bind(upper);
-            for (_, position) in &forward {
-                query.bind(*position);
-            }
-            let client = self.client().await?;
-            let rows = match query.query(client).await {
-                Ok(stream) => stream.into_first_result().await,
-                Err(e) => Err(e),
-            };
-            let rows = match rows.map_err(SourceError::from) {
-                Ok(rows) => rows,
+            let found = match self.discover(&forward, upper).await {
+                Ok(found) => found,
                 Err(e @ SourceError::Server { code: 22105, .. }) => {
                     // A table lost its tracking between ticks: find which, then retry
                     // on a fresh connection without it.
@@ -95,16 +104,7 @@ impl Reader {
                     // One table's permission or schema broke the shared query: find it
                     // by asking table by table, park it, and retry without it.
                     for &(i, position) in &forward {
-                        let info = [(i, &self.tables[i].info)];
-                        let mut q = Query::new(sql::discover(&info));
-                        q.bind(upper);
-                        q.bind(position);
-                        let client = self.client().await?;
-                        let result = match q.query(client).await {
-                            Ok(stream) => stream.into_first_result().await.map(|_| ()),
-                            Err(e) => Err(e),
-                        };
-                        if let Err(table_error) = result.map_err(SourceError::from) {
+                        if let Err(table_error) = self.discover(&[(i, position)], upper).await {
                             self.park(i, &table_error);
                         }
                     }
@@ -112,13 +112,7 @@ impl Reader {
                 }
                 Err(e) => return Err(e),
             };
-            let mut found = Vec::with_capacity(rows.len());
-            for row in rows {
-                let index: i32 = row.try_get(0)?.unwrap_or(-1);
-                let min_valid: Option<i64> = row.try_get(1)?;
-                let has_changes: i32 = row.try_get(2)?.unwrap_or(0);
-                found.push((index as usize, min_valid, has_changes == 1));
-            }
+            let mut budget = self.config.poll.tick_bytes;
             for (i, min_valid, has_changes) in found {
                 let Some(&(_, position)) = forward.iter().find(|(j, _)| *j == i) else {
                     return Err(SourceError::Unexpected(format!(
@@ -133,22 +127,27 @@ impl Reader {
                 }
                 match min_valid {
                     None => self.mark_tracking_lost(i),
-                    Some(min_valid) if position < min_valid => {
-                        self.start_resync(i, position, upper, ResyncReason::CheckpointExpired)
-                            .await?;
+                    Some(min_valid) if position.last_sync_version() < min_valid => {
+                        self.start_resync(i, position, upper, ResyncReason::CheckpointExpired);
                     }
-                    Some(_) => {
-                        if has_changes {
-                            if let Err(e) = self.read_changes(i, position, upper).await {
-                                if e.is_table_error() {
-                                    self.park(i, &e);
-                                }
-                                return Err(e);
+                    Some(_) if has_changes && budget == 0 => more = true,
+                    Some(_) if has_changes => match self.read_changes(i, position, upper, &mut budget).await {
+                        Ok(read) => more |= read.more,
+                        Err(e) => {
+                            if e.is_table_error() {
+                                self.park(i, &e);
                             }
-                        } else {
-                            self.tables[i].state = TableState::Streaming { position: upper };
-                            self.send(i, Delivery::Progress(upper)).await?;
+                            return Err(e);
                         }
+                    },
+                    Some(_) => {
+                        // Nothing up to `upper`: no batch (consumers see no gap in
+                        // `seq`), only the checkpoint follows.
+                        self.tables[i].state = TableState::Streaming {
+                            position: Position::complete(upper),
+                        };
+                        self.tables[i].trim_splits(Position::complete(upper));
+                        self.send(i, Delivery::Progress(upper));
                     }
                 }
                 self.observe_lag(i, upper);
@@ -160,11 +159,38 @@ impl Reader {
             .await?
             .into_results()
             .await?;
-        Ok(upper)
+        Ok((upper, more))
+    }
+
+    /// `(table index, CHANGE_TRACKING_MIN_VALID_VERSION, has changes up to upper)`.
+    async fn discover(
+        &mut self,
+        tables: &[(usize, Position)],
+        upper: i64,
+    ) -> Result<Vec<(usize, Option<i64>, bool)>, SourceError> {
+        let infos: Vec<(usize, &TableInfo)> = tables.iter().map(|(i, _)| (*i, &self.tables[*i].info)).collect();
+        let mut query = Query::new(sql::discover(&infos));
+        query.bind(upper);
+        for (_, position) in tables {
+            query.bind(position.last_sync_version());
+        }
+        let client = self.client().await?;
+        let rows = query.query(client).await?.into_first_result().await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in rows {
+            let index: i32 = row.try_get(0)?.unwrap_or(-1);
+            let min_valid: Option<i64> = row.try_get(1)?;
+            let has_changes: i32 = row.try_get(2)?.unwrap_or(0);
+            found.push((index as usize, min_valid, has_changes == 1));
+        }
+        Ok(found)
     }
 
     /// `(table index, CHANGE_TRACKING_MIN_VALID_VERSION)` for `tables`.
-    async fn min_valid_versions(&mut self, tables: &[(usize, i64)]) -> Result<Vec<(usize, Option<i64>)>, SourceError> {
+    async fn min_valid_versions(
+        &mut self,
+        tables: &[(usize, Position)],
+    ) -> Result<Vec<(usize, Option<i64>)>, SourceError> {
         let infos: Vec<(usize, &TableInfo)> = tables.iter().map(|(i, _)| (*i, &self.tables[*i].info)).collect();
         let text = sql::min_valid_versions(&infos);
         self.metrics.source_queries.with_label_values(&["discover"]).inc();
@@ -178,50 +204,198 @@ impl Reader {
         Ok(out)
     }
 
-    /// Streams one table's changes in (position, upper] into batches.
-    async fn read_changes(&mut self, i: usize, position: i64, upper: i64) -> Result<(), SourceError> {
-        self.metrics.source_queries.with_label_values(&["changes"]).inc();
-        let text = sql::changes(&self.tables[i].info);
+    /// Reads table `i`'s changes after `position` up to `upper`, statement by statement,
+    /// until done or `budget` (bytes) is spent; queues the batches.
+    async fn read_changes(
+        &mut self,
+        i: usize,
+        mut position: Position,
+        upper: i64,
+        budget: &mut usize,
+    ) -> Result<Read, SourceError> {
+        loop {
+            let next = self.tables[i].next_split(position).filter(|((v, _), _)| *v <= upper);
+            let (end, sealed) = match next {
+                // The next stored part starts right here: re-read it, as it was.
+                Some(((v, part), key))
+                    if position.version == v || (position.is_complete() && position.version == v - 1) =>
+                {
+                    let to = Position {
+                        version: v,
+                        part: Some(part),
+                    };
+                    self.read_stored_part(i, position, to, key).await?
+                }
+                // Read up to the version before the next stored part (or `upper`).
+                Some(((v, _), _)) => self.read_segment(i, position, v - 1).await?,
+                None => self.read_segment(i, position, upper).await?,
+            };
+            for batch in sealed {
+                *budget = budget.saturating_sub(batch.payload.len());
+                self.tables[i].next_seq = batch.seq + 1;
+                self.send(i, Delivery::Batch(batch));
+            }
+            self.tables[i].state = TableState::Streaming { position: end };
+            position = end;
+            if position >= Position::complete(upper) {
+                self.tables[i].trim_splits(position);
+                return Ok(Read { more: false });
+            }
+            if *budget == 0 {
+                return Ok(Read { more: true });
+            }
+        }
+    }
+
+    /// Re-reads a stored part: the changes of version `to.version` after `from` up to and
+    /// including `key`, as one batch ending at `to`, whatever the flush policy.
+    async fn read_stored_part(
+        &mut self,
+        i: usize,
+        from: Position,
+        to: Position,
+        key: Arc<str>,
+    ) -> Result<(Position, Vec<Batch>), SourceError> {
         let info = self.tables[i].info.clone();
-        let (route, source_json, policy) = (
-            self.tables[i].route.clone(),
-            self.tables[i].source_json.clone(),
+        let after = self.tables[i].resume_key(from).filter(|_| from.version == to.version);
+        let range = ChangesRange {
+            after_key: after.is_some(),
+            one_version: true,
+            upto_key: true,
+        };
+        let mut query = Query::new(sql::changes(&info, range));
+        query.bind(i64::from(i32::MAX));
+        query.bind(to.version - 1);
+        query.bind(to.version);
+        if let Some(after) = &after {
+            query.bind(to.version);
+            for p in key_params(&info, after)? {
+                p.bind(&mut query);
+            }
+        }
+        for p in key_params(&info, &key)? {
+            p.bind(&mut query);
+        }
+        self.metrics.source_queries.with_label_values(&["changes"]).inc();
+        let t = &self.tables[i];
+        let mut builder = BatchBuilder::new(
+            t.route.clone(),
+            &t.source_json,
+            BatchKind::Changes,
+            t.next_seq,
+            from,
             self.policy,
         );
-        let tx = self.tables[i].tx.clone();
         let layout = ChangeLayout::new(&info);
-        let mut query = Query::new(text);
-        query.bind(position);
-        query.bind(upper);
-        self.client().await?;
-        let Some(client) = self.client.as_mut() else {
-            return Err(SourceError::Unexpected("no connection".into()));
-        };
+        let client = self.client().await?;
         let mut rows = query.query(client).await?.into_row_stream();
-        let mut builder = BatchBuilder::new(route, &source_json, BatchKind::Changes, position, policy);
+        while let Some(row) = rows.try_next().await? {
+            push_change_row(&mut builder, &info, &layout, row)?;
+        }
+        Ok((to, vec![builder.finish(to, Some(key), Trailer::None)]))
+    }
+
+    /// One statement: at most `poll.statement_rows` changes after `from` up to `bound`,
+    /// cut into batches by the flush policy. Returns where it ended and the batches.
+    async fn read_segment(
+        &mut self,
+        i: usize,
+        from: Position,
+        bound: i64,
+    ) -> Result<(Position, Vec<Batch>), SourceError> {
+        let info = self.tables[i].info.clone();
+        let after = self.tables[i].resume_key(from);
+        let limit = self.config.poll.statement_rows;
+        let range = ChangesRange {
+            after_key: after.is_some(),
+            ..ChangesRange::default()
+        };
+        let mut query = Query::new(sql::changes(&info, range));
+        query.bind(limit as i64);
+        query.bind(from.last_sync_version());
+        query.bind(bound);
+        if let Some(after) = &after {
+            query.bind(from.version);
+            for p in key_params(&info, after)? {
+                p.bind(&mut query);
+            }
+        }
+        self.metrics.source_queries.with_label_values(&["changes"]).inc();
+        let t = &self.tables[i];
+        let source_json = t.source_json.clone();
+        let mut builder = BatchBuilder::new(
+            t.route.clone(),
+            &source_json,
+            BatchKind::Changes,
+            t.next_seq,
+            from,
+            self.policy,
+        );
+        let layout = ChangeLayout::new(&info);
+        let mut sealed = Vec::new();
+        let mut new_splits = Vec::new();
+        // The version and key of the last change added, and how many were read.
+        let mut last: Option<(i64, String)> = None;
+        let mut read = 0usize;
+        let client = self.client().await?;
+        let mut rows = query.query(client).await?.into_row_stream();
         while let Some(row) = rows.try_next().await? {
             let version: i64 = row.try_get(0)?.unwrap_or_default();
             if builder.is_full() {
-                let to = (version - 1).max(builder.from_version());
-                let next = builder.next(&source_json, to);
-                let full = std::mem::replace(&mut builder, next);
-                tx.send(Delivery::Batch(full.finish(to, Trailer::None)))
-                    .await
-                    .map_err(|_| stopped(&info))?;
-                // Handed over: after a failure the next read resumes here, without duplicates.
-                self.tables[i].state = TableState::Streaming { position: to };
+                if let Some((last_version, last_key)) = last.take() {
+                    let to = end_after(builder.from(), last_version, version == last_version);
+                    let split_key = to.part.map(|_| Arc::<str>::from(last_key.as_str()));
+                    if let (Some(part), Some(key)) = (to.part, &split_key) {
+                        new_splits.push(((to.version, part), key.clone()));
+                    }
+                    let next = builder.next(&source_json, to);
+                    sealed.push(std::mem::replace(&mut builder, next).finish(to, split_key, Trailer::None));
+                }
             }
-            push_change_row(&mut builder, &info, &layout, row)?;
+            last = Some(push_change_row(&mut builder, &info, &layout, row)?);
+            read += 1;
         }
         drop(rows);
-        if builder.is_empty() {
-            tx.send(Delivery::Progress(upper)).await.map_err(|_| stopped(&info))?;
-        } else {
-            tx.send(Delivery::Batch(builder.finish(upper, Trailer::None)))
-                .await
-                .map_err(|_| stopped(&info))?;
-        }
-        self.tables[i].state = TableState::Streaming { position: upper };
-        Ok(())
+        let end = match last {
+            // The statement's TOP stopped it: end inside the last change's version, which
+            // may have more changes.
+            Some((last_version, last_key)) if read >= limit => {
+                let to = end_after(builder.from(), last_version, true);
+                if let Some(part) = to.part {
+                    new_splits.push(((to.version, part), Arc::from(last_key.as_str())));
+                }
+                sealed.push(builder.finish(to, Some(Arc::from(last_key.as_str())), Trailer::None));
+                to
+            }
+            // Everything up to `bound` was read.
+            _ => {
+                let to = Position::complete(bound);
+                if !builder.is_empty() {
+                    sealed.push(builder.finish(to, None, Trailer::None));
+                } else if from != to {
+                    // Nothing more: the checkpoint follows (no empty batch is published).
+                    self.send(i, Delivery::Progress(bound));
+                }
+                to
+            }
+        };
+        self.tables[i].splits.extend(new_splits);
+        Ok((end, sealed))
+    }
+}
+
+/// Where a batch that started at `from` and whose last change has version `version`
+/// ends: inside that version (the next part) when `inside`, else after all of it.
+fn end_after(from: Position, version: i64, inside: bool) -> Position {
+    if !inside {
+        return Position::complete(version);
+    }
+    let part = match from.part {
+        Some(p) if from.version == version => p + 1,
+        _ => 1,
+    };
+    Position {
+        version,
+        part: Some(part),
     }
 }

@@ -1,6 +1,7 @@
 //! One table as the reader sees it: where it is ([`TableState`]), where its batches go,
 //! and the queue to its delivery task.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +10,7 @@ use tiberius::ColumnData;
 use tokio::sync::mpsc;
 
 use super::delivery::Delivery;
-use crate::envelope::Route;
+use crate::envelope::{Position, Route};
 use crate::source::catalog::TableInfo;
 
 /// Where a table is. Exactly one state at a time, so "errored while snapshotting" or
@@ -17,7 +18,7 @@ use crate::source::catalog::TableInfo;
 #[derive(Debug, Clone)]
 pub(super) enum TableState {
     /// Reading changes after `position` (everything up to it has been handed to delivery).
-    Streaming { position: i64 },
+    Streaming { position: Position },
     /// Publishing existing rows as of `version`, keyset-paginated after `last_key`.
     Snapshotting {
         version: i64,
@@ -31,7 +32,7 @@ pub(super) enum TableState {
     /// `position`; when it is back the table must resync, since changes made meanwhile
     /// were never recorded. Kept out of the shared discover query, whose CHANGETABLE
     /// would fail for every table.
-    TrackingLost { position: i64 },
+    TrackingLost { position: Position },
 }
 
 impl TableState {
@@ -57,4 +58,37 @@ pub(super) struct Table {
     pub(super) checkpoint: Arc<AtomicI64>,
     /// Whether the lag warning was logged (once per episode, not per tick).
     pub(super) lagging: bool,
+    /// Where each part of a version ends, `(version, part)` → key as JSON members: the
+    /// ones stored with the checkpoint (a restart re-reads those parts with exactly
+    /// these ends) and the ones made since. Entries behind the position are dropped.
+    pub(super) splits: BTreeMap<(i64, u32), Arc<str>>,
+    /// The number of the next batch (see `envelope::Batch::seq`).
+    pub(super) next_seq: u64,
+}
+
+impl Table {
+    /// The key after which reading continues from `position` inside its version.
+    pub(super) fn resume_key(&self, position: Position) -> Option<Arc<str>> {
+        position
+            .part
+            .and_then(|p| self.splits.get(&(position.version, p)).cloned())
+    }
+
+    /// The first stored part end after `position`, if any.
+    pub(super) fn next_split(&self, position: Position) -> Option<((i64, u32), Arc<str>)> {
+        let from = match position.part {
+            Some(p) => (position.version, p + 1),
+            None => (position.version + 1, 0),
+        };
+        self.splits.range(from..).next().map(|(k, v)| (*k, v.clone()))
+    }
+
+    /// Forgets part ends behind `position` (kept: its own, the resume key).
+    pub(super) fn trim_splits(&mut self, position: Position) {
+        let keep_from = match position.part {
+            Some(p) => (position.version, p),
+            None => (position.version + 1, 0),
+        };
+        self.splits = self.splits.split_off(&keep_from);
+    }
 }

@@ -22,12 +22,23 @@ pub fn ops(changes: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// Every envelope's from_version equals the previous one's to_version.
+/// Every envelope continues the previous one: its `from` is the previous `to` (or
+/// later, when the table had nothing to publish meanwhile), and its `seq` is one more.
 pub fn assert_chained(envelopes: &[Value]) {
+    let order = |p: &Value| (p["version"].as_i64().unwrap(), p["part"].as_u64().unwrap_or(u64::MAX));
     for pair in envelopes.windows(2) {
         assert_eq!(
-            pair[1]["from_version"], pair[0]["to_version"],
+            pair[1]["seq"].as_u64().unwrap(),
+            pair[0]["seq"].as_u64().unwrap() + 1,
+            "batch numbers must follow each other: {pair:?}"
+        );
+        assert!(
+            order(&pair[1]["from"]) >= order(&pair[0]["to"]),
             "batches must chain: {pair:?}"
+        );
+        assert!(
+            order(&pair[1]["to"]) > order(&pair[0]["to"]),
+            "ends must strictly increase: {pair:?}"
         );
     }
 }
