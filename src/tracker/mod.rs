@@ -61,9 +61,6 @@ pub struct Reader {
     identity: SourceIdentity,
     client: Option<SqlClient>,
     tables: Vec<Table>,
-    /// What a tick hands to delivery, held until its transaction is committed so the
-    /// database never waits on a slow sink (a full queue blocks only after COMMIT).
-    outbox: Vec<(usize, Delivery)>,
     policy: FlushPolicy,
     metrics: Metrics,
     health: Arc<Health>,
@@ -149,6 +146,8 @@ impl Reader {
                 lagging: false,
                 splits,
                 next_seq,
+                backlog: Default::default(),
+                behind: false,
             });
         }
         Self {
@@ -157,7 +156,6 @@ impl Reader {
             identity,
             client: Some(client),
             tables,
-            outbox: Vec::new(),
             metrics,
             health,
         }
@@ -179,8 +177,8 @@ impl Reader {
                     let ticked = self.tick(&mut last_seen).await;
                     // What was read is handed over even when the tick then failed: it
                     // was read consistently and the positions already moved past it.
-                    let flushed = self.flush_outbox().await;
-                    ticked.and_then(|moved| flushed.map(|()| moved))
+                    let handed = self.hand_over();
+                    ticked.and_then(|moved| handed.map(|sent| moved || sent))
                 } => r,
                 _ = shutdown.cancelled() => break,
             };
@@ -230,6 +228,15 @@ impl Reader {
         if let Some(client) = self.client.take() {
             let _ = client.close().await;
         }
+        // Deliver what was read; a delivery task that gives up (shutdown while its sink
+        // fails) drops its queue, and the rest is read again after the restart.
+        for t in &mut self.tables {
+            while let Some(item) = t.backlog.pop_front() {
+                if t.tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        }
     }
 
     async fn client(&mut self) -> Result<&mut SqlClient, SourceError> {
@@ -248,10 +255,13 @@ impl Reader {
     /// One tick. Returns whether anything happened (which resets the backoff).
     async fn tick(&mut self, last_seen: &mut Option<i64>) -> Result<bool, SourceError> {
         let shared_probe = self.config.poll.shared_probe;
+        let sent = self.hand_over()?;
         let snapshotting = self
             .tables
             .iter()
-            .any(|t| matches!(t.state, TableState::Snapshotting { .. }));
+            .any(|t| matches!(t.state, TableState::Snapshotting { .. }) && t.backlog.is_empty());
+        // A table skipped while its sink was stalled is read as soon as it can be.
+        let catching_up = self.tables.iter().any(|t| t.behind && t.backlog.is_empty());
         if shared_probe {
             self.metrics.source_queries.with_label_values(&["probe"]).inc();
             let database = self.identity.database.clone();
@@ -259,9 +269,9 @@ impl Reader {
                 .await?
                 .ok_or(SourceError::ChangeTrackingDisabled { database })?;
             self.metrics.database_version.set(current);
-            if Some(current) == *last_seen && !snapshotting {
+            if Some(current) == *last_seen && !snapshotting && !catching_up {
                 self.metrics.probes.with_label_values(&["idle"]).inc();
-                return Ok(false);
+                return Ok(sent);
             }
             self.metrics.probes.with_label_values(&["moved"]).inc();
             let timer = self.metrics.poll_duration.start_timer();
@@ -280,11 +290,11 @@ impl Reader {
                 }
             }
             if !moved && !snapshotting {
-                return Ok(false);
+                return Ok(sent);
             }
         }
         for i in 0..self.tables.len() {
-            if matches!(self.tables[i].state, TableState::Snapshotting { .. }) {
+            if matches!(self.tables[i].state, TableState::Snapshotting { .. }) && self.tables[i].backlog.is_empty() {
                 if let Err(e) = self.snapshot_chunk(i).await {
                     if e.is_table_error() {
                         self.park(i, &e);
@@ -355,22 +365,31 @@ impl Reader {
         }
     }
 
-    /// Queues `item` for table `i`'s delivery task (see [`Self::flush_outbox`]).
+    /// Queues `item` for table `i`'s delivery task; [`Self::hand_over`] passes it on
+    /// once no transaction or statement is open.
     fn send(&mut self, i: usize, item: Delivery) {
-        self.outbox.push((i, item));
+        self.tables[i].backlog.push_back(item);
     }
 
-    /// Hands what was read to the delivery tasks, in order, waiting for room in their
-    /// bounded queues (backpressure). Called with no transaction or statement open.
-    async fn flush_outbox(&mut self) -> Result<(), SourceError> {
-        for (i, item) in std::mem::take(&mut self.outbox) {
-            self.tables[i]
-                .tx
-                .send(item)
-                .await
-                .map_err(|_| stopped(&self.tables[i].info))?;
+    /// Passes queued items to the delivery tasks, in order, as far as their bounded
+    /// queues take them, without waiting: a full queue (a slow or failing sink) leaves
+    /// the rest queued and that table unread until it drains. Returns whether anything
+    /// was passed on.
+    fn hand_over(&mut self) -> Result<bool, SourceError> {
+        let mut sent = false;
+        for t in &mut self.tables {
+            while let Some(item) = t.backlog.pop_front() {
+                match t.tx.try_send(item) {
+                    Ok(()) => sent = true,
+                    Err(mpsc::error::TrySendError::Full(item)) => {
+                        t.backlog.push_front(item);
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped(&t.info)),
+                }
+            }
         }
-        Ok(())
+        Ok(sent)
     }
 }
 

@@ -101,7 +101,7 @@ impl Reader {
             sealed.push(builder.finish(at, None, trailer));
             batches += 1;
         }
-        // Handed over after the statement is done (see `Reader::flush_outbox`).
+        // Handed over after the statement is done (see `Reader::hand_over`).
         for batch in sealed {
             self.tables[i].next_seq = batch.seq + 1;
             self.send(i, Delivery::Batch(batch));

@@ -49,6 +49,7 @@ impl Reader {
         self.revive_parked(Instant::now());
         // (index, position, went backwards, tracking lost)
         let mut candidates = Vec::new();
+        let mut skipped = Vec::new();
         for (i, t) in self.tables.iter().enumerate() {
             if only.is_some_and(|o| o != i) {
                 continue;
@@ -58,11 +59,22 @@ impl Reader {
                 TableState::TrackingLost { position } => (position, true),
                 _ => continue,
             };
+            if !t.backlog.is_empty() {
+                // Its delivery is behind: not read until that drains (see `Table::behind`).
+                skipped.push(i);
+                continue;
+            }
             if position.version > upper {
                 candidates.push((i, position, true, lost));
             } else if position < Position::complete(upper) || only.is_some() || lost {
                 candidates.push((i, position, false, lost));
             }
+        }
+        for i in skipped {
+            self.tables[i].behind = true;
+        }
+        for c in &candidates {
+            self.tables[c.0].behind = false;
         }
         let backwards: Vec<(usize, Position)> = candidates.iter().filter(|c| c.2).map(|c| (c.0, c.1)).collect();
         for (i, position) in backwards {

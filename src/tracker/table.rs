@@ -1,7 +1,7 @@
 //! One table as the reader sees it: where it is ([`TableState`]), where its batches go,
 //! and the queue to its delivery task.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,6 +64,13 @@ pub(super) struct Table {
     pub(super) splits: BTreeMap<(i64, u32), Arc<str>>,
     /// The number of the next batch (see `envelope::Batch::seq`).
     pub(super) next_seq: u64,
+    /// Read but not yet taken by the delivery task (its queue was full). While not
+    /// empty the table is not read again, so a stalled sink costs one tick's worth of
+    /// memory and never blocks the reader or the other tables.
+    pub(super) backlog: VecDeque<Delivery>,
+    /// Skipped by a tick while its backlog was full: read again as soon as it drains,
+    /// even if the database version has not moved.
+    pub(super) behind: bool,
 }
 
 impl Table {
