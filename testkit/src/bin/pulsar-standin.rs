@@ -27,6 +27,10 @@ struct Args {
     /// Seconds between keep-alive pings; a client silent between two pings is dropped.
     #[arg(long, default_value_t = 30)]
     keep_alive_secs: u64,
+    /// Largest message in bytes (broker.conf `maxMessageSize`), announced to clients; a
+    /// frame over it plus 10 KiB of padding closes the connection.
+    #[arg(long, default_value_t = 5 * 1024 * 1024)]
+    max_message_size: usize,
 }
 
 #[tokio::main]
@@ -40,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
         token: args.token,
         advertised_url: args.advertised_url,
         keep_alive: Duration::from_secs(args.keep_alive_secs.max(1)),
+        max_message_size: args.max_message_size,
         ..PulsarStandinConfig::default()
     };
     let standin = PulsarStandin::start(config)

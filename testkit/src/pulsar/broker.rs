@@ -178,6 +178,8 @@ pub(crate) struct Broker {
     stored: watch::Sender<u64>,
     /// CONNECTs refused for a wrong or missing token
     auth_refusals: AtomicU64,
+    /// connections closed for a frame over the maximum message size
+    oversized_frames: AtomicU64,
 }
 
 impl Broker {
@@ -187,6 +189,7 @@ impl Broker {
             state: Mutex::new(State::default()),
             stored: watch::Sender::new(0),
             auth_refusals: AtomicU64::new(0),
+            oversized_frames: AtomicU64::new(0),
         }
     }
 
@@ -204,6 +207,16 @@ impl Broker {
     /// CONNECTs refused so far.
     pub fn auth_refusals(&self) -> u64 {
         self.auth_refusals.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection closed for a frame over the maximum message size.
+    pub fn count_oversized_frame(&self) {
+        self.oversized_frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed so far for an oversized frame.
+    pub fn oversized_frames(&self) -> u64 {
+        self.oversized_frames.load(Ordering::Relaxed)
     }
 
     /// Notified on every stored entry; lets waiters sleep instead of polling.

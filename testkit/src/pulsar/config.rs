@@ -16,8 +16,13 @@ pub struct PulsarStandinConfig {
     /// URL answered to LOOKUP. `None`: `pulsar://` plus the local address the client
     /// reached, which is right unless clients come through NAT or a port mapping.
     pub advertised_url: Option<String>,
-    /// Largest message announced in CONNECTED; larger frames close the connection, as
-    /// a broker does (Pulsar's default is 5 MiB).
+    /// A broker's `maxMessageSize` (broker.conf; default 5 MiB = 5242880), announced in
+    /// CONNECTED's `max_message_size` (PulsarApi.proto). As on a broker, the limit is
+    /// enforced on whole frames: one longer than this plus 10 KiB of padding for command
+    /// and metadata (Java's `Commands.MESSAGE_SIZE_FRAME_PADDING`), its 4-byte size field
+    /// included, closes the connection with no answer, and nothing of it is stored.
+    /// Clients are expected to check sizes against the announced value before sending
+    /// (the Java client does; the `pulsar` crate does not).
     pub max_message_size: usize,
     /// Interval of the stand-in's PINGs; a connection that sends nothing (not even a
     /// PONG) between two of them is closed, as a broker does.

@@ -41,7 +41,10 @@ use super::topic::TopicName;
 /// this and the client's.
 const MAX_PROTOCOL_VERSION: i32 = 21;
 
-/// Room for the command and metadata around a message of `max_message_size`.
+/// Room for the command and metadata around a message of `max_message_size`: a
+/// broker's frame decoder takes `maxMessageSize + Commands.MESSAGE_SIZE_FRAME_PADDING`
+/// (10 KiB) bytes per frame (`PulsarChannelInitializer`), so the limit is on the whole
+/// frame and a payload a little over `max_message_size` still fits.
 const FRAME_OVERHEAD: usize = 10 * 1024;
 
 /// Why a connection ended abnormally (logged by the server, never fatal to it).
@@ -79,7 +82,7 @@ pub(crate) async fn serve(stream: TcpStream, ctx: ConnectionContext) -> Result<(
     let mut framed = Framed::new(stream, codec);
     let connected = tokio::select! {
         _ = ctx.cancel.cancelled() => return Ok(()),
-        r = handshake(&mut framed, &ctx.config, &ctx.broker) => r?,
+        r = handshake(&mut framed, &ctx.config, &ctx.broker) => r.inspect_err(|e| count_oversized(e, &ctx.broker))?,
     };
     if !connected {
         return Ok(());
@@ -105,12 +108,25 @@ pub(crate) async fn serve(stream: TcpStream, ctx: ConnectionContext) -> Result<(
         consumers: HashMap::new(),
     };
     let result = session.run(source, &ctx).await;
+    if let Err(e) = &result {
+        count_oversized(e, &ctx.broker);
+    }
     ctx.broker.connection_closed(ctx.id);
     drop(session);
     closing.cancel();
     let _ = writer.await;
     let _ = answers.await;
     result
+}
+
+/// A frame over the limit ends the connection without an answer, as on a broker: its
+/// frame decoder raises `TooLongFrameException` and `ServerCnx.exceptionCaught` closes
+/// the channel. No SEND_ERROR is possible, since the frame (hence which producer and
+/// sequence id) was never read. The caller returns the error, which the server logs.
+fn count_oversized(e: &ConnectionError, broker: &Broker) {
+    if let ConnectionError::Frame(FrameError::TooLarge { .. }) = e {
+        broker.count_oversized_frame();
+    }
 }
 
 /// Reads CONNECT, checks the token and answers CONNECTED (true) or the
@@ -153,7 +169,9 @@ async fn handshake(
             connected: Some(CommandConnected {
                 server_version: concat!("testkit-pulsar-standin-", env!("CARGO_PKG_VERSION")).into(),
                 protocol_version: Some(version),
-                max_message_size: Some(config.max_message_size as i32),
+                // PulsarApi.proto: `optional int32 max_message_size = 3`, set by a
+                // broker from its `maxMessageSize` (PIP-36)
+                max_message_size: Some(i32::try_from(config.max_message_size).unwrap_or(i32::MAX)),
             }),
             ..Default::default()
         }))

@@ -25,7 +25,7 @@ pub enum FrameError {
     /// The peer announced a frame larger than the configured maximum.
     #[error("frame of {size} bytes exceeds the maximum of {max}")]
     TooLarge {
-        /// announced frame size
+        /// announced frame size, the 4-byte size field included
         size: usize,
         /// configured maximum
         max: usize,
@@ -85,7 +85,10 @@ pub(crate) struct FrameCodec {
 }
 
 impl FrameCodec {
-    /// A codec refusing frames larger than `max_frame_size` bytes.
+    /// A codec refusing frames larger than `max_frame_size` bytes, counting the 4-byte
+    /// total-size field as Netty's `LengthFieldBasedFrameDecoder(max, 0, 4, 0, 4)` in
+    /// a broker's `PulsarChannelInitializer` does. Like that decoder (fail-fast) it
+    /// refuses as soon as the size field is read, without waiting for the frame.
     pub fn new(max_frame_size: usize) -> Self {
         FrameCodec { max_frame_size }
     }
@@ -100,9 +103,9 @@ impl Decoder for FrameCodec {
             return Ok(None);
         }
         let total = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-        if total > self.max_frame_size {
+        if 4 + total > self.max_frame_size {
             return Err(FrameError::TooLarge {
-                size: total,
+                size: 4 + total,
                 max: self.max_frame_size,
             });
         }
@@ -265,6 +268,18 @@ mod tests {
         assert!(matches!(
             FrameCodec::new(1024).decode(&mut buf),
             Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn the_limit_counts_the_size_field() {
+        let frame = send_frame();
+        let mut exact = frame.clone();
+        assert!(FrameCodec::new(frame.len()).decode(&mut exact).expect("fits").is_some());
+        let mut over = frame.clone();
+        assert!(matches!(
+            FrameCodec::new(frame.len() - 1).decode(&mut over),
+            Err(FrameError::TooLarge { size, .. }) if size == frame.len()
         ));
     }
 }

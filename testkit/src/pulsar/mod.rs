@@ -13,6 +13,9 @@
 //! Where it knowingly differs from a real broker:
 //! - everything lives in memory and nothing expires (no retention, TTL or backlog
 //!   quotas); non-persistent topics are stored like persistent ones;
+//! - no topic policies: only the broker-wide `maxMessageSize` applies (a frame over
+//!   it closes the connection, as on a broker), not a smaller topic-level one (which a
+//!   broker answers with SEND_ERROR(NotAllowedError) "Exceed maximum message size");
 //! - no deduplication (PRODUCER_SUCCESS says `last_sequence_id = -1`): a message the
 //!   client resends after a lost receipt is stored twice, as with a default broker;
 //! - acks of batched messages are tracked per batch index, so an entry counts as

@@ -244,6 +244,12 @@ impl PulsarStandin {
         self.shared.broker.auth_refusals()
     }
 
+    /// Connections closed because a frame exceeded `max_message_size` plus the
+    /// broker's 10 KiB frame padding (see [`PulsarStandinConfig::max_message_size`]).
+    pub fn oversized_frames(&self) -> u64 {
+        self.shared.broker.oversized_frames()
+    }
+
     /// Client connections currently open.
     pub fn connections(&self) -> usize {
         *self.shared.connections.count.borrow()
