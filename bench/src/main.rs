@@ -1,6 +1,7 @@
 //! `cdc-bench`: measures the sidecar as its users judge it — throughput, the limits
 //! beside it, latency, idle cost and compression — against the SQL Server and Pulsar
-//! stand-ins and a real `redis-server`, and prints a Markdown table.
+//! stand-ins and a real `redis-server`, and prints a Markdown table; and how a large
+//! backlog catches up with every statement bounded.
 //!
 //! The sidecar runs in a child process (this binary re-executed as `cdc-bench sidecar
 //! --config <file>`, which calls `cdc_sidecar::run` exactly as the `cdc-sidecar` binary
@@ -8,6 +9,7 @@
 //! which stay in this process. `docs/BENCHMARKS.md` has the results and how to read them.
 
 mod arrivals;
+mod backlog;
 mod compression;
 mod idle;
 mod latency;
@@ -44,6 +46,9 @@ enum Command {
     Idle(SizeArg),
     /// 5: bytes per change and MB/s of every codec on real envelopes.
     Compression(SizeArg),
+    /// Issue 10: a backlog committed while no sidecar runs: catch-up time, CPU, RSS and
+    /// the longest statement, bounded (`poll.statement_rows`) and unbounded.
+    Backlog(SizeArg),
     /// Every scenario, in order.
     All(SizeArg),
     /// Internal: the sidecar itself, run by the scenarios in a child process. Stops
@@ -84,6 +89,8 @@ pub struct Size {
     /// Compression: changes in the full-batch set, steps of the sample workload.
     pub compression_changes: usize,
     pub sample_steps: u64,
+    /// Backlog: changes committed before the sidecar starts.
+    pub backlog_changes: usize,
 }
 
 impl Size {
@@ -99,6 +106,7 @@ impl Size {
                 idle_window: Duration::from_secs(1),
                 compression_changes: 1_000,
                 sample_steps: 40,
+                backlog_changes: 20_000,
             },
             SizeName::Small => Size {
                 changes: 100_000,
@@ -110,6 +118,7 @@ impl Size {
                 idle_window: Duration::from_secs(10),
                 compression_changes: 20_000,
                 sample_steps: 400,
+                backlog_changes: 500_000,
             },
             SizeName::Full => Size {
                 changes: 1_000_000,
@@ -121,6 +130,7 @@ impl Size {
                 idle_window: Duration::from_secs(60),
                 compression_changes: 50_000,
                 sample_steps: 2_000,
+                backlog_changes: 5_000_000,
             },
         }
     }
@@ -172,6 +182,7 @@ fn bench(command: Command) -> Result<()> {
             Command::Latency(s) => (2, s.size),
             Command::Idle(s) => (3, s.size),
             Command::Compression(s) => (4, s.size),
+            Command::Backlog(s) => (5, s.size),
             Command::All(s) => (0, s.size),
             Command::Sidecar { .. } => unreachable!("handled in main"),
         };
@@ -204,6 +215,12 @@ fn bench(command: Command) -> Result<()> {
         if which == 0 || which == 4 {
             let mut s = Section::new("Compression (5)");
             compression::run(&exe, &size, &mut s).await.context("compression")?;
+            eprintln!("{}", s.markdown());
+            sections.push(s);
+        }
+        if which == 0 || which == 5 {
+            let mut s = Section::new("Backlog catch-up (issue 10)");
+            backlog::run(&exe, &size, &mut s).await.context("backlog")?;
             eprintln!("{}", s.markdown());
             sections.push(s);
         }

@@ -19,6 +19,7 @@ fn every_scenario_runs_at_the_tiny_size() {
         "### Latency (3)",
         "### Idle cost (4)",
         "### Compression (5)",
+        "### Backlog catch-up (issue 10)",
     ] {
         assert!(stdout.contains(section), "missing {section:?} in\n{stdout}");
     }
@@ -29,6 +30,8 @@ fn every_scenario_runs_at_the_tiny_size() {
         "commit → Pulsar consumer, p99",
         "queries per tick",
         "ZSTD",
+        "longest single statement the stand-in executed",
+        "Bound: longest statement ≤",
     ] {
         assert!(stdout.contains(figure), "missing {figure:?} in\n{stdout}");
     }

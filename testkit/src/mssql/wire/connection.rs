@@ -394,6 +394,8 @@ impl<B: Backend> Connection<B> {
     /// batch (whose SETs and transactions persist) for a SQL batch. The engine is
     /// synchronous; on a multi-threaded runtime the worker is handed over for the
     /// duration so other connections keep being served while a large batch runs.
+    /// Each execution is timed into the server's request statistics
+    /// ([`super::MssqlServer::max_request_duration`]).
     fn execute(&mut self, sql: &str, params: &[Param], module: bool) -> Vec<Outcome> {
         let Some(session) = self.session.as_mut() else {
             return Vec::new();
@@ -407,11 +409,14 @@ impl<B: Backend> Connection<B> {
         };
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread {
+        let started = std::time::Instant::now();
+        let outcomes = if multi_thread {
             tokio::task::block_in_place(run)
         } else {
             run()
-        }
+        };
+        self.shared.request_stats.record(started.elapsed());
+        outcomes
     }
 
     /// ENVCHANGE tokens for what the request changed: database (with SQL Server's

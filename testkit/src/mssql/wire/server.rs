@@ -1,10 +1,11 @@
 //! The listening server: accepts TCP connections, runs each in its own tracked task,
-//! and offers the knobs tests and benchmarks need (request count, fault injection,
-//! orderly shutdown).
+//! and offers the knobs tests and benchmarks need (request count, the longest request,
+//! fault injection, orderly shutdown).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -48,13 +49,33 @@ pub(crate) struct Shared<B> {
     pub(crate) config: MssqlServerConfig,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) requests: Arc<AtomicU64>,
+    pub(crate) request_stats: Arc<RequestStats>,
     pub(crate) next_transaction: AtomicU64,
+}
+
+/// How long the backend took to execute requests (a SQL batch, one RPC call, a
+/// transaction manager request), from the request decoded to its outcomes built, not
+/// counting writing them to the client: the longest and how many, since start or the
+/// last [`MssqlServer::reset_request_stats`]. Two relaxed atomics per request.
+#[derive(Debug, Default)]
+pub(crate) struct RequestStats {
+    longest_nanos: AtomicU64,
+    executions: AtomicU64,
+}
+
+impl RequestStats {
+    pub(crate) fn record(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.longest_nanos.fetch_max(nanos, Ordering::Relaxed);
+        self.executions.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Counters and switches the handle shares with the accept loop.
 #[derive(Debug)]
 struct Control {
     requests: Arc<AtomicU64>,
+    request_stats: Arc<RequestStats>,
     /// Cancelled by [`MssqlServer::drop_connections`]; connections hold the token
     /// current when they were accepted, later ones get a fresh one.
     drop_generation: Mutex<CancellationToken>,
@@ -85,8 +106,10 @@ impl MssqlServer {
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
         let requests = Arc::new(AtomicU64::new(0));
+        let request_stats = Arc::new(RequestStats::default());
         let control = Arc::new(Control {
             requests: Arc::clone(&requests),
+            request_stats: Arc::clone(&request_stats),
             drop_generation: Mutex::new(CancellationToken::new()),
         });
         let shared = Arc::new(Shared {
@@ -94,6 +117,7 @@ impl MssqlServer {
             config,
             tls,
             requests,
+            request_stats,
             next_transaction: AtomicU64::new(1),
         });
         let shutdown = CancellationToken::new();
@@ -123,6 +147,33 @@ impl MssqlServer {
     /// all connections: the database load a benchmark caused.
     pub fn requests(&self) -> u64 {
         self.control.requests.load(Ordering::Relaxed)
+    }
+
+    /// The longest time the backend took to execute one request (a SQL batch, one
+    /// call of an RPC request, a transaction manager request) since the server started
+    /// or [`Self::reset_request_stats`], over all connections: the longest statement a
+    /// client made the server run. Measured from the request decoded to its outcomes
+    /// built (the engine materialises a result before any of it is sent), so time spent
+    /// writing rows to a slow client is not included. Zero before any request.
+    pub fn max_request_duration(&self) -> Duration {
+        Duration::from_nanos(self.control.request_stats.longest_nanos.load(Ordering::Relaxed))
+    }
+
+    /// How many executions [`Self::max_request_duration`] is the longest of: SQL
+    /// batches, RPC calls (one per call of a multi-call request) and transaction
+    /// manager requests since start or the last [`Self::reset_request_stats`].
+    pub fn timed_requests(&self) -> u64 {
+        self.control.request_stats.executions.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new measurement window for [`Self::max_request_duration`] and
+    /// [`Self::timed_requests`] (e.g. just before the workload a benchmark measures).
+    /// A request executing meanwhile is counted in the new window. [`Self::requests`]
+    /// is not reset.
+    pub fn reset_request_stats(&self) {
+        let stats = &self.control.request_stats;
+        stats.longest_nanos.store(0, Ordering::Relaxed);
+        stats.executions.store(0, Ordering::Relaxed);
     }
 
     /// Fault injection: abruptly closes every open connection (no DONE, no FIN
