@@ -373,6 +373,22 @@ pub struct PulsarConfig {
     /// How long to wait for a broker receipt before the send counts as failed and is
     /// retried, in milliseconds.
     pub send_timeout_ms: u64,
+    /// The broker's `maxMessageSize` (broker.conf; 5 MiB = 5242880 by default): set it
+    /// to the broker's value. The `pulsar` crate ignores the limit the broker announces
+    /// and sends a larger message anyway; the broker then drops the connection (every
+    /// producer on it is disrupted) and the crate resends until it times out, forever.
+    /// So the sidecar enforces it: batches are cut to fit, and a single change too large
+    /// even alone puts its table in error instead of being sent.
+    pub max_message_bytes: usize,
+}
+
+impl PulsarConfig {
+    /// The largest envelope (uncompressed) certain to fit `max_message_bytes` after
+    /// compression with any codec: compressing incompressible data grows it a little
+    /// (LZ4's block format by up to 1/255, plus a few bytes of headers).
+    pub fn payload_budget(&self) -> usize {
+        self.max_message_bytes - self.max_message_bytes / 255 - 1024
+    }
 }
 
 impl Default for PulsarConfig {
@@ -386,6 +402,7 @@ impl Default for PulsarConfig {
             compression: Compression::Lz4,
             batching: false,
             send_timeout_ms: 30_000,
+            max_message_bytes: 5 * 1024 * 1024,
         }
     }
 }
@@ -635,6 +652,12 @@ impl Config {
             validate_template("sinks.pulsar.topic", &sinks.pulsar.topic)?;
             if sinks.pulsar.send_timeout_ms == 0 {
                 return Err(invalid("sinks.pulsar.send_timeout_ms", "must be at least 1"));
+            }
+            if sinks.pulsar.max_message_bytes <= 64 * 1024 {
+                return Err(invalid(
+                    "sinks.pulsar.max_message_bytes",
+                    "must be more than 65536 (64 KiB); set it to the broker's maxMessageSize (default 5242880)",
+                ));
             }
         }
         if sinks.redis_pubsub.enabled {

@@ -109,6 +109,17 @@ fn invalid_values_name_their_field() {
         invalid_field(&MINIMAL.replace("password = \"s3cret-value\"", "")),
         "source.password"
     );
+    assert_eq!(
+        invalid_field(&format!("{MINIMAL}\n[sinks.pulsar]\nmax_message_bytes = 65536\n")),
+        "sinks.pulsar.max_message_bytes"
+    );
+}
+
+#[test]
+fn the_pulsar_message_limit_defaults_to_the_brokers() {
+    let c = Config::from_toml_str(MINIMAL).unwrap();
+    assert_eq!(c.sinks.pulsar.max_message_bytes, 5_242_880);
+    assert!(Config::from_toml_str(&format!("{MINIMAL}\n[sinks.pulsar]\nmax_message_bytes = 65537\n")).is_ok());
 }
 
 #[test]

@@ -8,26 +8,57 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 use super::{write_position, write_str, Batch, BatchKind, Op, OpCounts, Position, Route, FORMAT};
-use crate::config::PollConfig;
+use crate::config::{Config, PollConfig};
 
 /// When a batch is sealed: at `rows` changes or `bytes` encoded bytes, whichever comes
 /// first (`poll.batch_rows`, `poll.batch_bytes`). One policy for streamed changes and
-/// snapshot rows alike, so both bound memory the same way.
+/// snapshot rows alike, so both bound memory the same way. `max_bytes` is a hard limit
+/// on a whole envelope: a change that would take a batch past it goes to the next batch
+/// instead (see [`BatchBuilder::take_last_over_max`]); only a batch of that one change
+/// alone can be larger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlushPolicy {
     /// Changes per batch.
     pub rows: u64,
     /// Encoded bytes per batch (the last change may overshoot it by one row).
     pub bytes: usize,
+    /// Encoded bytes no envelope of more than one change exceeds (`usize::MAX`: none).
+    pub max_bytes: usize,
 }
 
+/// Room kept under `max_bytes` for what [`BatchBuilder::finish`] appends (`to`, the
+/// snapshot trailer or a resync's reason: well under 200 bytes).
+const TRAILER_RESERVE: usize = 256;
+
 impl FlushPolicy {
-    /// The policy of the `[poll]` section.
+    /// The policy of the `[poll]` section, without a hard maximum.
     pub fn from_config(poll: &PollConfig) -> Self {
         Self {
             rows: poll.batch_rows as u64,
             bytes: poll.batch_bytes,
+            max_bytes: usize::MAX,
         }
+    }
+
+    /// The policy of the `[poll]` section under a hard maximum of `max_bytes` per
+    /// envelope (`None`: none): `bytes` is clamped below it.
+    pub fn with_max_bytes(poll: &PollConfig, max_bytes: Option<usize>) -> Self {
+        let policy = Self::from_config(poll);
+        match max_bytes {
+            None => policy,
+            Some(max_bytes) => Self {
+                bytes: policy.bytes.min(max_bytes.saturating_sub(TRAILER_RESERVE)),
+                max_bytes,
+                ..policy
+            },
+        }
+    }
+
+    /// The policy of `config`: `[poll]`, and when Pulsar is enabled, envelopes that fit
+    /// its `max_message_bytes` whatever the compression.
+    pub fn for_config(config: &Config) -> Self {
+        let pulsar = &config.sinks.pulsar;
+        Self::with_max_bytes(&config.poll, pulsar.enabled.then(|| pulsar.payload_budget()))
     }
 
     /// What a new batch preallocates: its size limit, but never more than 1 MiB, so a
@@ -68,6 +99,14 @@ pub enum Trailer<'a> {
     },
 }
 
+/// One encoded change taken out of a batch by [`BatchBuilder::take_last_over_max`], to
+/// be put into the next one with [`BatchBuilder::push_raw`].
+#[derive(Debug)]
+pub struct RawChange {
+    op: Op,
+    json: Vec<u8>,
+}
+
 /// Builds one batch's JSON in a single buffer, front to back, as rows stream in. Its
 /// methods write every field name of the envelope; callers supply only the members of
 /// `key` and `row` (column name → value, see `source::rows`).
@@ -79,6 +118,8 @@ pub struct BatchBuilder {
     body: Vec<u8>,
     ops: OpCounts,
     policy: FlushPolicy,
+    /// Where the last change's object starts in `body`, and its op.
+    last: Option<(usize, Op)>,
 }
 
 impl BatchBuilder {
@@ -115,6 +156,7 @@ impl BatchBuilder {
             body,
             ops: OpCounts::default(),
             policy,
+            last: None,
         }
     }
 
@@ -156,6 +198,43 @@ impl BatchBuilder {
         )
     }
 
+    /// When the last change took this batch past the policy's `max_bytes` and it is not
+    /// the batch's only change: removes it and returns it, so the caller seals the batch
+    /// without it and starts the next one with it ([`Self::push_raw`]). `None` otherwise.
+    pub fn take_last_over_max(&mut self) -> Option<RawChange> {
+        if self.body.len() + TRAILER_RESERVE <= self.policy.max_bytes || self.len() < 2 {
+            return None;
+        }
+        let (start, op) = self.last.take()?;
+        let mut json = self.body.split_off(start);
+        // The comma that separated it from the change before.
+        if json.first() == Some(&b',') {
+            json.drain(..1);
+        }
+        *self.count(op) -= 1;
+        Some(RawChange { op, json })
+    }
+
+    /// Appends a change taken out of another batch by [`Self::take_last_over_max`].
+    pub fn push_raw(&mut self, change: RawChange) {
+        let start = self.body.len();
+        if !self.is_empty() {
+            self.body.push(b',');
+        }
+        self.body.extend_from_slice(&change.json);
+        *self.count(change.op) += 1;
+        self.last = Some((start, change.op));
+    }
+
+    fn count(&mut self, op: Op) -> &mut u64 {
+        match op {
+            Op::Insert => &mut self.ops.insert,
+            Op::Update => &mut self.ops.update,
+            Op::Delete => &mut self.ops.delete,
+            Op::Read => &mut self.ops.read,
+        }
+    }
+
     /// Appends one change. `key` writes the members of the `key` object, `row` those of
     /// the `row` object (`None`: the row is gone, written as `null`).
     pub fn push_change<E>(
@@ -164,15 +243,12 @@ impl BatchBuilder {
         key: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
         row: Option<impl FnOnce(&mut Vec<u8>) -> Result<(), E>>,
     ) -> Result<(), E> {
+        let start = self.body.len();
         if !self.is_empty() {
             self.body.push(b',');
         }
-        match head.op {
-            Op::Insert => self.ops.insert += 1,
-            Op::Update => self.ops.update += 1,
-            Op::Delete => self.ops.delete += 1,
-            Op::Read => self.ops.read += 1,
-        }
+        *self.count(head.op) += 1;
+        self.last = Some((start, head.op));
         let out = &mut self.body;
         out.extend_from_slice(b"{\"op\":\"");
         out.extend_from_slice(head.op.as_str().as_bytes());
@@ -272,6 +348,7 @@ mod tests {
         let policy = FlushPolicy {
             rows: 10,
             bytes: 1 << 10,
+            max_bytes: usize::MAX,
         };
         let source = super::super::source_json("srv", "Db", "dbo", "T");
         let mut b = BatchBuilder::new(route, &source, BatchKind::Changes, 7, Position::complete(4), policy);
@@ -313,5 +390,106 @@ mod tests {
         assert_eq!(v["snapshot"]["chunk"], 2);
         assert_eq!(v["snapshot"]["last"], true);
         assert_eq!(batch.ops.delete, 1);
+    }
+
+    fn route() -> Arc<Route> {
+        Arc::new(Route {
+            table: "dbo.T".into(),
+            topic: "t".into(),
+            channel: "c".into(),
+        })
+    }
+
+    fn push(b: &mut BatchBuilder, op: Op, id: u32, filler: usize) {
+        let head = ChangeHead {
+            op,
+            version: Some(5),
+            creation_version: None,
+            changed_columns: None,
+            context: None,
+        };
+        type Members<'a> = Box<dyn FnOnce(&mut Vec<u8>) -> Result<(), ()> + 'a>;
+        let key: Members = Box::new(move |out| {
+            out.extend_from_slice(format!(r#""Id":{id}"#).as_bytes());
+            Ok(())
+        });
+        let row: Members = Box::new(move |out| {
+            out.extend_from_slice(br#""V":""#);
+            out.extend(std::iter::repeat_n(b'x', filler));
+            out.push(b'"');
+            Ok(())
+        });
+        b.push_change(&head, key, Some(row)).unwrap();
+    }
+
+    fn ids(batch: &Batch) -> Vec<u64> {
+        let v: serde_json::Value = serde_json::from_slice(&batch.payload).unwrap();
+        v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["key"]["Id"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_byte_limit_is_clamped_below_the_hard_maximum() {
+        let poll = PollConfig {
+            batch_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let policy = FlushPolicy::with_max_bytes(&poll, Some(100_000));
+        assert_eq!(policy.max_bytes, 100_000);
+        assert!(policy.bytes < 100_000);
+        assert_eq!(
+            FlushPolicy::with_max_bytes(&poll, None),
+            FlushPolicy::from_config(&poll)
+        );
+        let small = PollConfig {
+            batch_bytes: 4096,
+            ..Default::default()
+        };
+        assert_eq!(FlushPolicy::with_max_bytes(&small, Some(100_000)).bytes, 4096);
+    }
+
+    #[test]
+    fn a_change_that_takes_a_batch_past_the_maximum_moves_to_the_next_batch() {
+        let policy = FlushPolicy {
+            rows: 100,
+            bytes: 1_000,
+            max_bytes: 2_000,
+        };
+        let source = super::super::source_json("srv", "Db", "dbo", "T");
+        let mut b = BatchBuilder::new(route(), &source, BatchKind::Changes, 1, Position::complete(4), policy);
+        push(&mut b, Op::Insert, 1, 10);
+        assert!(b.take_last_over_max().is_none(), "under the maximum");
+        push(&mut b, Op::Update, 2, 700);
+        assert!(b.take_last_over_max().is_none(), "still under the maximum");
+        push(&mut b, Op::Delete, 3, 1_500);
+        let carried = b.take_last_over_max().expect("past the maximum with three changes");
+        assert!(b.take_last_over_max().is_none(), "only the last change is taken");
+        assert_eq!(b.len(), 2);
+        let mut next = b.next(&source, Position::complete(5));
+        let first = b.finish(Position::complete(5), None, Trailer::None);
+        assert_eq!(ids(&first), [1, 2]);
+        assert_eq!((first.ops.insert, first.ops.update, first.ops.delete), (1, 1, 0));
+        assert!(first.payload.len() <= 2_000);
+
+        next.push_raw(carried);
+        // Alone, a change over the maximum stays: there is nowhere else to put it.
+        assert!(next.take_last_over_max().is_none());
+        push(&mut next, Op::Insert, 4, 10);
+        let carried = next
+            .take_last_over_max()
+            .expect("the small change after the big one moves on");
+        let mut third = next.next(&source, Position::complete(6));
+        let second = next.finish(Position::complete(6), None, Trailer::None);
+        assert_eq!(ids(&second), [3]);
+        assert_eq!((second.ops.delete, second.ops.insert), (1, 0));
+        third.push_raw(carried);
+        push(&mut third, Op::Insert, 5, 10);
+        let third = third.finish(Position::complete(7), None, Trailer::None);
+        assert_eq!(ids(&third), [4, 5]);
+        assert_eq!(third.ops.insert, 2);
     }
 }

@@ -6,7 +6,7 @@
 
 mod builder;
 
-pub use builder::{BatchBuilder, ChangeHead, FlushPolicy, Trailer};
+pub use builder::{BatchBuilder, ChangeHead, FlushPolicy, RawChange, Trailer};
 
 use std::cmp::Ordering;
 

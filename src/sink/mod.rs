@@ -16,7 +16,8 @@ use crate::envelope::{Batch, Route};
 
 use futures_util::future::BoxFuture;
 
-/// A failed publish. Always retried by the caller; the kind is a bounded label.
+/// A failed publish. Always retried by the caller (no batch is ever skipped), slowly and
+/// with the table shown in error when [`is_permanent`](SinkError::is_permanent).
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("pulsar: {0}")]
@@ -31,6 +32,68 @@ pub enum SinkError {
     #[error("compression: {0}")]
     /// Compressing the payload failed.
     Compression(#[from] std::io::Error),
+    #[error("pulsar: the message is {bytes} bytes, over sinks.pulsar.max_message_bytes = {max}")]
+    /// The message is larger than the broker accepts (`sinks.pulsar.max_message_bytes`),
+    /// so it was not sent: a broker drops the connection on such a message, and the
+    /// `pulsar` crate would resend it until it times out.
+    TooLarge {
+        /// The message's size as it would be sent (after compression).
+        bytes: usize,
+        /// `sinks.pulsar.max_message_bytes`.
+        max: usize,
+    },
+}
+
+impl SinkError {
+    /// Whether retrying cannot succeed until an operator changes something: a message
+    /// over the size limit, or a broker refusal that the `pulsar` crate itself does not
+    /// retry (its `producer::is_permanent`: a terminated, missing or invalid topic, or
+    /// the role not allowed to produce). The batch is still retried, slowly, so that the
+    /// fix is picked up without a restart.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SinkError::TooLarge { .. } => true,
+            SinkError::Pulsar(e) => pulsar_refusal(e).is_some_and(is_permanent_refusal),
+            _ => false,
+        }
+    }
+
+    /// What the operator does about a permanent error (see [`Self::is_permanent`]).
+    pub fn fix(&self) -> &'static str {
+        match self {
+            SinkError::TooLarge { .. } => {
+                "raise the broker's maxMessageSize and sinks.pulsar.max_message_bytes with it, or leave the large column out of the table's columns"
+            }
+            SinkError::Pulsar(_) => {
+                "check the topic (created, not terminated) and the role's permission to produce on it"
+            }
+            _ => "see the error",
+        }
+    }
+}
+
+/// The broker's error code in a `pulsar` error, if it carries one.
+fn pulsar_refusal(error: &::pulsar::Error) -> Option<::pulsar::proto::ServerError> {
+    use ::pulsar::error::{ConnectionError, ProducerError, ServiceDiscoveryError};
+    match error {
+        ::pulsar::Error::Connection(ConnectionError::PulsarError(kind, _))
+        | ::pulsar::Error::Producer(ProducerError::Connection(ConnectionError::PulsarError(kind, _)))
+        | ::pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::Query(kind, _)) => *kind,
+        ::pulsar::Error::Producer(ProducerError::Batch(inner)) => pulsar_refusal(inner),
+        _ => None,
+    }
+}
+
+/// Broker refusals after which the `pulsar` crate stops re-creating the producer
+/// (pulsar 6.9 `producer::is_permanent`), less those that do not apply to the sidecar's
+/// producers (fencing: no exclusive access; schemas: none) or can pass by themselves
+/// (authentication: a token being rotated).
+fn is_permanent_refusal(kind: ::pulsar::proto::ServerError) -> bool {
+    use ::pulsar::proto::ServerError as E;
+    matches!(
+        kind,
+        E::TopicNotFound | E::TopicTerminatedError | E::AuthorizationError | E::NotAllowedError | E::InvalidTopicName
+    )
 }
 
 /// A destination of batches.

@@ -2,8 +2,16 @@
 //! token fails at start-up. A batch counts as published only once the broker's send
 //! receipt arrives; the pulsar client compresses (the codec is in the message metadata,
 //! so consumers decompress transparently) and reconnects by itself.
+//!
+//! The broker's `maxMessageSize` is enforced here, because the `pulsar` crate does not:
+//! it ignores the limit the broker announces in CONNECTED, sends a larger message, the
+//! broker closes the connection (disrupting every producer on it), and the crate resends
+//! until the operation timeout, so the error looks like an outage and is retried
+//! forever (testkit/tests/pulsar_max_message_size.rs). A message over
+//! `sinks.pulsar.max_message_bytes` after compression is refused before it is sent.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +35,12 @@ pub struct PulsarSink {
     // One lock per topic: tables publish concurrently, a table's batches in order.
     producers: HashMap<String, Arc<Mutex<Producer<TokioExecutor>>>>,
     send_timeout: Duration,
+    /// The producers' codec and settings, to size a message as it is sent.
+    compression: PulsarCompression,
+    /// `sinks.pulsar.max_message_bytes`.
+    max_message_bytes: usize,
+    /// Envelopes up to this size fit whatever the codec (see `PulsarConfig::payload_budget`).
+    payload_budget: usize,
 }
 
 impl PulsarSink {
@@ -65,6 +79,7 @@ impl PulsarSink {
             block_queue_if_full: true,
             ..Default::default()
         };
+        let compression = options.compression.clone().unwrap_or_default();
         let mut producers = HashMap::new();
         for route in routes {
             if producers.contains_key(&route.topic) {
@@ -83,10 +98,23 @@ impl PulsarSink {
             _client: client,
             producers,
             send_timeout: Duration::from_millis(config.send_timeout_ms),
+            compression,
+            max_message_bytes: config.max_message_bytes,
+            payload_budget: config.payload_budget(),
         })
     }
 
     async fn send(&self, batch: &Batch) -> Result<u64, SinkError> {
+        if batch.payload.len() > self.payload_budget {
+            // Rare (only a single change can be this large): size it exactly.
+            let bytes = compressed_len(&self.compression, &batch.payload)?;
+            if bytes > self.max_message_bytes {
+                return Err(SinkError::TooLarge {
+                    bytes,
+                    max: self.max_message_bytes,
+                });
+            }
+        }
         let Some(producer) = self.producers.get(&batch.route.topic) else {
             // Routes are fixed at start-up; a missing producer is a bug, not a runtime state.
             return Err(SinkError::Pulsar(pulsar::Error::Custom(format!(
@@ -139,5 +167,64 @@ impl Sink for PulsarSink {
             }
         }
         .boxed()
+    }
+}
+
+/// The size of `payload` once compressed as the `pulsar` crate compresses it
+/// (`producer::compress_message` of pulsar 6.9: the same codecs, formats and settings):
+/// what the broker's limit applies to.
+fn compressed_len(compression: &PulsarCompression, payload: &[u8]) -> std::io::Result<usize> {
+    Ok(match compression {
+        PulsarCompression::None => payload.len(),
+        PulsarCompression::Lz4(c) => lz4::block::compress(payload, Some(c.mode), false)?.len(),
+        PulsarCompression::Zlib(c) => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), c.level);
+            e.write_all(payload)?;
+            e.finish()?.len()
+        }
+        PulsarCompression::Zstd(c) => zstd::encode_all(payload, c.level)?.len(),
+        PulsarCompression::Snappy(_) => {
+            let mut out = Vec::new();
+            {
+                let mut e = snap::write::FrameEncoder::new(&mut out);
+                e.write_all(payload)?;
+                e.flush()?;
+            }
+            out.len()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_sized_as_compressed() {
+        // Incompressible: every codec keeps it about as large (LZ4 a little larger).
+        let mut x: u32 = 1;
+        let noise: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (x >> 16) as u8
+            })
+            .collect();
+        let repeated = vec![b'x'; 200_000];
+        for codec in [
+            PulsarCompression::None,
+            PulsarCompression::Lz4(CompressionLz4::default()),
+            PulsarCompression::Zlib(CompressionZlib::default()),
+            PulsarCompression::Zstd(CompressionZstd::default()),
+            PulsarCompression::Snappy(CompressionSnappy::default()),
+        ] {
+            let noisy = compressed_len(&codec, &noise).unwrap();
+            assert!(noisy >= 195_000, "{codec:?}: {noisy}");
+            assert!(noisy <= 200_000 + 200_000 / 255 + 1024, "{codec:?}: {noisy}");
+            let small = compressed_len(&codec, &repeated).unwrap();
+            match codec {
+                PulsarCompression::None => assert_eq!(small, 200_000),
+                _ => assert!(small < 20_000, "{codec:?}: {small}"),
+            }
+        }
     }
 }

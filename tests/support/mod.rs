@@ -300,3 +300,24 @@ pub fn changes(envelopes: &[Value]) -> Vec<Value> {
 pub fn of_kind(envelopes: &[Value], kind: &str) -> Vec<Value> {
     envelopes.iter().filter(|e| e["kind"] == kind).cloned().collect()
 }
+
+impl Harness {
+    /// [`Harness::start`] with the Pulsar stand-in configured by `pulsar` (e.g. a
+    /// broker's `max_message_size`).
+    pub async fn start_with(pulsar: PulsarStandinConfig) -> Self {
+        init_tracing();
+        let engine = Engine::new();
+        testkit::mssql::sample::setup_empty(&engine).expect("prepare database");
+        let mssql = MssqlServer::start(Arc::new(engine.clone()), MssqlServerConfig::default())
+            .await
+            .expect("mssql stand-in");
+        let pulsar = PulsarStandin::start(pulsar).await.expect("pulsar stand-in");
+        let redis = RedisServer::start().expect("redis-server (install the Debian package redis-server)");
+        Self {
+            engine,
+            mssql,
+            pulsar,
+            redis,
+        }
+    }
+}
