@@ -132,3 +132,32 @@ pub async fn build(config: &Config, routes: &[Arc<Route>], database: &str) -> Re
     }
     Ok(sinks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::pulsar::error::{ConnectionError, ProducerError};
+    use ::pulsar::proto::ServerError;
+
+    fn refusal(kind: ServerError) -> SinkError {
+        SinkError::Pulsar(::pulsar::Error::Producer(ProducerError::Connection(
+            ConnectionError::PulsarError(Some(kind), Some("refused".into())),
+        )))
+    }
+
+    #[test]
+    fn only_what_retrying_cannot_fix_is_permanent() {
+        assert!(SinkError::TooLarge { bytes: 2, max: 1 }.is_permanent());
+        assert!(refusal(ServerError::TopicTerminatedError).is_permanent());
+        assert!(refusal(ServerError::AuthorizationError).is_permanent());
+        assert!(!refusal(ServerError::ServiceNotReady).is_permanent());
+        assert!(!refusal(ServerError::PersistenceError).is_permanent());
+        assert!(!refusal(ServerError::AuthenticationError).is_permanent());
+        let timeout = ::pulsar::Error::Producer(ProducerError::Connection(ConnectionError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "operation timeout",
+        ))));
+        assert!(!SinkError::Pulsar(timeout).is_permanent());
+        assert!(!SinkError::PulsarTimeout(std::time::Duration::from_secs(1)).is_permanent());
+    }
+}
