@@ -16,8 +16,10 @@ pub async fn checkpoint_list(config: &Config) -> Result<Vec<(String, Checkpoint)
 pub async fn checkpoint_set(config: &Config, table: &str, version: i64) -> Result<(), RunError> {
     let store = unleased_store(config).await?;
     // Batch numbers go on from the stored ones, so consumers see no false gap.
-    let seq = store.load(table).await?.map_or(0, |c| c.seq);
-    Ok(store.reset(table, version, seq).await?)
+    let stored = store.load(table).await?;
+    let seq = stored.as_ref().map_or(0, |c| c.seq);
+    let incarnation = stored.and_then(|c| c.incarnation);
+    Ok(store.reset(table, version, seq, incarnation.as_deref()).await?)
 }
 
 /// Deletes `table`'s checkpoint; returns whether there was one.

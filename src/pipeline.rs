@@ -153,6 +153,13 @@ async fn run_pipeline(
     }
     let identity = report.identity.clone();
     info!(server = %identity.server, database = %identity.database, tables = report.tables.len(), "startup checks passed");
+    if identity.incarnation.is_none() {
+        warn!(
+            database = %identity.database,
+            "cannot read sys.database_recovery_status: a restore that reuses versions past a checkpoint would go unnoticed \
+             (GRANT VIEW ANY DATABASE TO the sidecar's login; on Azure SQL Database the view does not exist)"
+        );
+    }
 
     let store = Arc::new(
         checkpoint_store(&config)
@@ -185,9 +192,13 @@ async fn run_pipeline(
                 .set(cp.version);
             info!(table = %info.name, checkpoint = cp.version, "resuming");
             if let Some(source) = cp.source.as_deref().filter(|s| *s != this_source) {
-                // A failover renames the server legitimately; a restored or different
-                // database is caught by the version checks. Worth a look either way.
+                // A failover renames the server legitimately; a restored database is
+                // caught by its incarnation (the reader resyncs). Worth a look either way.
                 warn!(table = %info.name, written_by = source, now = %this_source, "checkpoint was written for another server/database");
+            }
+            if let (None, Some(now)) = (&cp.incarnation, &identity.incarnation) {
+                // Written before restore detection: from now on a restore is told apart.
+                store.adopt_incarnation(&info.name, now).await?;
             }
         }
         let (tx, rx) = mpsc::channel(4);
@@ -196,6 +207,7 @@ async fn run_pipeline(
             sinks: sinks.clone(),
             store: store.clone() as Arc<dyn CheckpointStore>,
             metrics: metrics.clone(),
+            health: health.clone(),
             idle_write_interval: Duration::from_millis(config.checkpoint.idle_write_interval_ms),
             checkpoint: cell.clone(),
             start_seq: stored.as_ref().map_or(0, |c| c.seq),

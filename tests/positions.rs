@@ -680,8 +680,6 @@ async fn a_transaction_split_over_batches_resumes_inside_it_after_sigkill() {
 /// seq 3 (two above the last processed seq, 1) for a gap. Positions alone (rules 2 and
 /// 4) would be exact; it is the seq numbering that does not survive the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "sidecar bug: after a restart, a batch that spanned the end of one version and part 1 of the next \
-            is re-sent as two batches, so the following seqs run one ahead and README rule 3 reports a gap"]
 async fn a_batch_ending_in_the_first_part_of_a_version_after_another_version_is_resumed_without_a_gap() {
     let harness = Harness::start().await;
     let h = &harness;

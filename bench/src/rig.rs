@@ -166,7 +166,7 @@ level = "warn,tiberius=error,pulsar::retry_op=error"
     pub async fn set_checkpoints(&self, config: &Config, version: i64) -> Result<()> {
         let store = self.checkpoints(config).await?;
         for t in &config.tables {
-            store.reset(&t.name, version, 0).await?;
+            store.reset(&t.name, version, 0, None).await?;
         }
         Ok(())
     }

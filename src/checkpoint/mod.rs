@@ -30,6 +30,11 @@ pub struct Checkpoint {
     /// last change, as JSON members. Kept from before a part is published until the
     /// checkpoint passes it, so a restart re-reads each part with the same boundaries.
     pub splits: BTreeMap<(i64, u32), String>,
+    /// The database incarnation (recovery fork) the position refers to: a different
+    /// one means the database was restored and the position means nothing there.
+    pub incarnation: Option<String>,
+    /// A resync announced and not yet completed (its reason): resumed after a restart.
+    pub resync: Option<String>,
     /// Milliseconds since the Unix epoch of the last write, for operators.
     pub updated_at_ms: i64,
     /// `server/database` that wrote it (absent when written by `checkpoint set` or an
@@ -105,8 +110,19 @@ pub trait CheckpointStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), CheckpointError>>;
 
     /// Sets the checkpoint to all of `version`, even if lower, and forgets every part
-    /// boundary (resync, operator action).
-    fn reset<'a>(&'a self, table: &'a str, version: i64, seq: u64) -> BoxFuture<'a, Result<(), CheckpointError>>;
+    /// boundary and pending resync (the end of a resync, an operator's action), recording
+    /// the `incarnation` it belongs to.
+    fn reset<'a>(
+        &'a self,
+        table: &'a str,
+        version: i64,
+        seq: u64,
+        incarnation: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>>;
+
+    /// Records that a resync of `table` was announced for `reason`; cleared by the
+    /// [`reset`](Self::reset) that ends it.
+    fn mark_resync<'a>(&'a self, table: &'a str, reason: &'a str) -> BoxFuture<'a, Result<(), CheckpointError>>;
 
     /// Forgets the table's checkpoint: the next start treats it as new.
     fn delete<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<bool, CheckpointError>>;

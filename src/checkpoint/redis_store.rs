@@ -100,6 +100,17 @@ impl RedisCheckpointStore {
         format!("{}:lock:{}", self.prefix, self.database)
     }
 
+    /// Records `incarnation` on `table`'s checkpoint if it has none (written before
+    /// restore detection existed): from now on a restore is told apart.
+    pub async fn adopt_incarnation(&self, table: &str, incarnation: &str) -> Result<(), CheckpointError> {
+        let _: bool = self
+            .conn
+            .clone()
+            .hset_nx(self.key(table), "incarnation", incarnation)
+            .await?;
+        Ok(())
+    }
+
     /// Who holds this database's lease, if anyone.
     pub async fn lock_holder(&self) -> Result<Option<String>, CheckpointError> {
         Ok(self.conn.clone().get(self.lock_key()).await?)
@@ -179,6 +190,8 @@ impl RedisCheckpointStore {
             part,
             seq,
             splits,
+            incarnation: fields.get("incarnation").cloned().filter(|s| !s.is_empty()),
+            resync: fields.get("resync").cloned().filter(|s| !s.is_empty()),
             updated_at_ms,
             source,
         }))
@@ -247,7 +260,13 @@ impl CheckpointStore for RedisCheckpointStore {
         .boxed()
     }
 
-    fn reset<'a>(&'a self, table: &'a str, version: i64, seq: u64) -> BoxFuture<'a, Result<(), CheckpointError>> {
+    fn reset<'a>(
+        &'a self,
+        table: &'a str,
+        version: i64,
+        seq: u64,
+        incarnation: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
         async move {
             // The boundaries of the old stream mean nothing for the new one.
             let key = self.key(table);
@@ -260,12 +279,21 @@ impl CheckpointStore for RedisCheckpointStore {
                         ("version", version.to_string()),
                         ("part", String::new()),
                         ("seq", seq.to_string()),
+                        ("incarnation", incarnation.unwrap_or_default().to_string()),
                         ("updated_at_ms", now_ms().to_string()),
                         ("source", self.source.clone()),
                     ],
                 )
                 .query_async(&mut self.conn.clone())
                 .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn mark_resync<'a>(&'a self, table: &'a str, reason: &'a str) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        async move {
+            let _: () = self.conn.clone().hset(self.key(table), "resync", reason).await?;
             Ok(())
         }
         .boxed()

@@ -11,6 +11,11 @@ pub struct SourceIdentity {
     pub server: String,
     /// `DB_NAME()`.
     pub database: String,
+    /// The recovery fork the database is on ([`super::sql::INCARNATION`]), or `None`
+    /// where it cannot be read (Azure SQL Database has no such view; a login denied
+    /// VIEW ANY DATABASE sees no row): restores are then caught only when the version
+    /// goes below a checkpoint.
+    pub incarnation: Option<String>,
 }
 
 /// A column the sidecar reads.

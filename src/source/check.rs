@@ -54,6 +54,7 @@ pub async fn check(client: &mut SqlClient, config: &Config) -> Result<CheckRepor
             .try_get::<&str, _>(1)?
             .unwrap_or(&config.source.database)
             .to_string(),
+        incarnation: super::incarnation(client).await?,
     };
     let mut problems = Vec::new();
     let db_problem = |message: String| SetupProblem { table: None, message };

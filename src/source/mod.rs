@@ -64,6 +64,22 @@ pub async fn connect(config: &SourceConfig) -> Result<SqlClient, SourceError> {
         })?
 }
 
+/// The database's incarnation ([`sql::INCARNATION`]); `None` when it cannot be read
+/// (no such view, Msg 208, on Azure SQL Database; no row without VIEW ANY DATABASE).
+pub async fn incarnation(client: &mut SqlClient) -> Result<Option<String>, SourceError> {
+    let row = match client.query(sql::INCARNATION, &[]).await {
+        Ok(stream) => stream.into_row().await,
+        Err(e) => Err(e),
+    };
+    match row.map_err(SourceError::from) {
+        Ok(row) => Ok(row
+            .and_then(|r| r.try_get::<tiberius::Uuid, _>(0).ok().flatten())
+            .map(|u| u.to_string().to_uppercase())),
+        Err(SourceError::Server { code: 208 | 229, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads a single nullable bigint (the CT functions' type) from the first row of a
 /// plain SQL batch (TDS SQLBatch, tiberius's `simple_query`). Only for statements whose
 /// effect must outlive them (the tick's `SET TRANSACTION ISOLATION LEVEL …; BEGIN

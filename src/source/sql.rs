@@ -32,6 +32,15 @@ pub const COMMIT: &str = "COMMIT TRANSACTION";
 pub const IDENTITY: &str = "SELECT @@SERVERNAME AS server_name, DB_NAME() AS database_name, \
      CHANGE_TRACKING_CURRENT_VERSION() AS current_version";
 
+/// The database's incarnation: the recovery fork it is on. A restore that loses data,
+/// a forced failover and bringing a mirror or log-shipping copy online each start a new
+/// fork; a planned failover does not ("sys.database_recovery_status (Transact-SQL)";
+/// "Recovery Paths"; see docs/sql-surface.md, Database incarnation). Stored with each
+/// checkpoint, it tells a restored database (whose versions were reused) from the one
+/// the checkpoint was taken on, which "Change Tracking and Data Restore" says a version
+/// check alone cannot.
+pub const INCARNATION: &str = "SELECT recovery_fork_guid FROM sys.database_recovery_status WHERE database_id = DB_ID()";
+
 /// Database-level prerequisites.
 pub const DATABASE_SETTINGS: &str = "SELECT d.snapshot_isolation_state, ctd.retention_period, \
      ctd.retention_period_units_desc, ctd.is_auto_cleanup_on \
@@ -125,16 +134,14 @@ pub const MASK_BITS: usize = 31;
 
 /// Which changes one [`changes`] statement reads. Parameters, in order: `@P1` the row
 /// limit (`TOP`), `@P2` the `last_sync_version` of CHANGETABLE, `@P3` the highest
-/// version to read (or, with `one_version`, the only one), then with `after_key` `@P4`
-/// the version the key applies to followed by that key's columns, then with `upto_key`
-/// the key columns of the part's end.
+/// version to read, then with `after_key` `@P4` the version the key applies to followed
+/// by that key's columns, then with `upto_key` the key columns at which version `@P3`
+/// ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChangesRange {
     /// Continue inside version `@P4` after a key (the stream stopped mid-version).
     pub after_key: bool,
-    /// Read only version `@P3` (a stored part being re-read).
-    pub one_version: bool,
-    /// End at a key, inclusive (the stored end of a part).
+    /// End inside version `@P3` at a key, inclusive (the stored end of a part).
     pub upto_key: bool,
 }
 
@@ -184,10 +191,9 @@ pub fn changes(t: &TableInfo, range: ChangesRange) -> String {
     let order: Vec<String> = t.key.iter().map(|k| format!("CT.{}", k.quoted)).collect();
     let _ = write!(
         sql,
-        " FROM CHANGETABLE(CHANGES {q}, @P2) AS CT LEFT OUTER JOIN {q} AS T ON {on} WHERE CT.SYS_CHANGE_VERSION {op} @P3",
+        " FROM CHANGETABLE(CHANGES {q}, @P2) AS CT LEFT OUTER JOIN {q} AS T ON {on} WHERE CT.SYS_CHANGE_VERSION <= @P3",
         q = t.quoted,
         on = on.join(" AND "),
-        op = if range.one_version { "=" } else { "<=" },
     );
     let mut next = 4;
     if range.after_key {
@@ -199,7 +205,11 @@ pub fn changes(t: &TableInfo, range: ChangesRange) -> String {
         next = 5 + t.key.len();
     }
     if range.upto_key {
-        let _ = write!(sql, " AND NOT {}", key_after("CT", &t.key, next));
+        let _ = write!(
+            sql,
+            " AND (CT.SYS_CHANGE_VERSION < @P3 OR NOT {})",
+            key_after("CT", &t.key, next)
+        );
     }
     let _ = write!(sql, " ORDER BY CT.SYS_CHANGE_VERSION, {}", order.join(", "));
     sql

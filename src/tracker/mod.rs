@@ -43,6 +43,9 @@ pub enum ResyncReason {
     CheckpointExpired,
     /// The database version is below the checkpoint: a restore or failover.
     VersionWentBackwards,
+    /// The database is on another recovery fork than the checkpoint was taken on: it
+    /// was restored (or forced over to a copy), and versions may have been reused.
+    DatabaseRestored,
 }
 
 impl ResyncReason {
@@ -51,6 +54,16 @@ impl ResyncReason {
         match self {
             ResyncReason::CheckpointExpired => "checkpoint_expired",
             ResyncReason::VersionWentBackwards => "version_went_backwards",
+            ResyncReason::DatabaseRestored => "database_restored",
+        }
+    }
+
+    /// The reason stored with a pending resync.
+    fn parse(reason: &str) -> Self {
+        match reason {
+            "version_went_backwards" => ResyncReason::VersionWentBackwards,
+            "database_restored" => ResyncReason::DatabaseRestored,
+            _ => ResyncReason::CheckpointExpired,
         }
     }
 }
@@ -61,6 +74,11 @@ pub struct Reader {
     identity: SourceIdentity,
     client: Option<SqlClient>,
     tables: Vec<Table>,
+    /// The database's recovery fork (see `source::sql::INCARNATION`), checked again on
+    /// every reconnect: a RESTORE needs exclusive access, so it always ends our session.
+    incarnation: Option<Arc<str>>,
+    /// The incarnation changed under a running reader: every table resyncs next tick.
+    restored: bool,
     policy: FlushPolicy,
     metrics: Metrics,
     health: Arc<Health>,
@@ -94,7 +112,19 @@ impl Reader {
         health: Arc<Health>,
     ) -> Self {
         let mut tables = Vec::with_capacity(starts.len());
+        // Tables whose checkpoint cannot be trusted: (index, its position, why).
+        let mut resyncs = Vec::new();
         for s in starts {
+            if let Some(cp) = &s.checkpoint {
+                let restored = matches!((&cp.incarnation, &identity.incarnation), (Some(a), Some(b)) if a != b);
+                if let Some(reason) = &cp.resync {
+                    // Announced before a crash or stop and never completed.
+                    info!(table = %s.info.name, reason, "resuming the resync that was under way");
+                    resyncs.push((tables.len(), cp.position(), ResyncReason::parse(reason)));
+                } else if restored {
+                    resyncs.push((tables.len(), cp.position(), ResyncReason::DatabaseRestored));
+                }
+            }
             let mode = config
                 .tables
                 .iter()
@@ -127,6 +157,7 @@ impl Reader {
                         s.tx.send(Delivery::SnapshotDone {
                             version: current_version,
                             seq: 0,
+                            incarnation: identity.incarnation.as_deref().map(Arc::from),
                         })
                         .await;
                     TableState::Streaming {
@@ -150,15 +181,21 @@ impl Reader {
                 behind: false,
             });
         }
-        Self {
-            policy: FlushPolicy::from_config(&config.poll),
+        let mut reader = Self {
+            policy: FlushPolicy::for_config(&config),
             config,
+            incarnation: identity.incarnation.as_deref().map(Arc::from),
+            restored: false,
             identity,
             client: Some(client),
             tables,
             metrics,
             health,
+        };
+        for (i, position, reason) in resyncs {
+            reader.start_resync(i, position, current_version, reason);
         }
+        reader
     }
 
     /// Polls until `shutdown`. On return every table's sender is dropped, so delivery
@@ -220,9 +257,18 @@ impl Reader {
                 interval.next_delay()
             };
             self.metrics.poll_interval.set(delay.as_secs_f64());
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.cancelled() => break,
+            match self
+                .hand_over_until(tokio::time::Instant::now() + delay, &shutdown)
+                .await
+            {
+                Ok(()) => {}
+                Err(error) => {
+                    error!(%error, "a delivery task stopped");
+                    break;
+                }
+            }
+            if shutdown.is_cancelled() {
+                break;
             }
         }
         if let Some(client) = self.client.take() {
@@ -241,9 +287,21 @@ impl Reader {
 
     async fn client(&mut self) -> Result<&mut SqlClient, SourceError> {
         if self.client.is_none() {
-            let client = source::connect(&self.config.source).await?;
+            let mut client = source::connect(&self.config.source).await?;
             self.metrics.reconnects.with_label_values(&["source"]).inc();
             info!("reconnected to SQL Server");
+            // A restore needs exclusive access (Msg 3101), so it always ended our last
+            // session: checking on reconnect sees every one.
+            let now = source::incarnation(&mut client).await?.map(Arc::<str>::from);
+            if let (Some(before), Some(now)) = (&self.incarnation, &now) {
+                if before != now {
+                    warn!(%before, %now, "the database is on a new recovery fork (restored, or forced over to a copy): every table resyncs");
+                    self.restored = true;
+                }
+            }
+            if now.is_some() {
+                self.incarnation = now;
+            }
             self.client = Some(client);
         }
         // Set just above.
@@ -369,6 +427,50 @@ impl Reader {
     /// once no transaction or statement is open.
     fn send(&mut self, i: usize, item: Delivery) {
         self.tables[i].backlog.push_back(item);
+    }
+
+    /// Waits until `deadline` (the next tick), meanwhile passing queued items on as soon
+    /// as a delivery queue has room; returns early when a table that was skipped for its
+    /// backlog has drained (it is read at once) or at shutdown.
+    async fn hand_over_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SourceError> {
+        loop {
+            self.hand_over()?;
+            if self.tables.iter().any(|t| t.behind && t.backlog.is_empty()) {
+                return Ok(());
+            }
+            let waiting: Vec<_> = self
+                .tables
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !t.backlog.is_empty())
+                .map(|(i, t)| {
+                    let tx = t.tx.clone();
+                    Box::pin(async move { (i, tx.reserve_owned().await) })
+                })
+                .collect();
+            if waiting.is_empty() {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                return Ok(());
+            }
+            tokio::select! {
+                ((i, permit), _, _) = futures_util::future::select_all(waiting) => {
+                    let t = &mut self.tables[i];
+                    let permit = permit.map_err(|_| stopped(&t.info))?;
+                    if let Some(item) = t.backlog.pop_front() {
+                        permit.send(item);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return Ok(()),
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
     }
 
     /// Passes queued items to the delivery tasks, in order, as far as their bounded

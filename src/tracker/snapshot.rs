@@ -7,7 +7,7 @@ use tiberius::Query;
 use tracing::{info, warn};
 
 use super::{Delivery, Reader, ResyncReason, TableState};
-use crate::envelope::{BatchBuilder, BatchKind, Position, Trailer};
+use crate::envelope::{Batch, BatchBuilder, BatchKind, Position, Trailer};
 use crate::source::rows::push_snapshot_row;
 use crate::source::{sql, SourceError};
 
@@ -31,7 +31,13 @@ impl Reader {
         );
         let batch = builder.finish(Position::complete(version), None, Trailer::Reason(reason.as_str()));
         self.tables[i].next_seq += 1;
-        self.send(i, Delivery::Batch(batch));
+        self.send(
+            i,
+            Delivery::Resync {
+                batch,
+                reason: reason.as_str(),
+            },
+        );
         self.tables[i].state = TableState::Snapshotting {
             version,
             last_key: None,
@@ -80,19 +86,29 @@ impl Reader {
         let mut new_last_key = last_key;
         let client = self.client().await?;
         let mut rows = query.query(client).await?.into_row_stream();
+        // Seals the batch (not the snapshot's last) and starts the next.
+        let cut = |builder: &mut BatchBuilder, sealed: &mut Vec<Batch>, batches: &mut u64| {
+            let next = builder.next(&source_json, at);
+            let full = std::mem::replace(builder, next);
+            let trailer = Trailer::Snapshot {
+                chunk: *batches,
+                last: false,
+            };
+            sealed.push(full.finish(at, None, trailer));
+            *batches += 1;
+        };
         while let Some(row) = rows.try_next().await? {
             if builder.is_full() {
-                let next = builder.next(&source_json, at);
-                let full = std::mem::replace(&mut builder, next);
-                let trailer = Trailer::Snapshot {
-                    chunk: batches,
-                    last: false,
-                };
-                sealed.push(full.finish(at, None, trailer));
-                batches += 1;
+                cut(&mut builder, &mut sealed, &mut batches);
             }
             read += 1;
             new_last_key = Some(push_snapshot_row(&mut builder, &info, version, row)?);
+            // This row took the batch past the policy's hard maximum (a sink's message
+            // size limit): the batch ends before it, and it starts the next one.
+            if let Some(row) = builder.take_last_over_max() {
+                cut(&mut builder, &mut sealed, &mut batches);
+                builder.push_raw(row);
+            }
         }
         drop(rows);
         let last = read < chunk_rows;
@@ -109,7 +125,15 @@ impl Reader {
         if last {
             info!(table = %info.name, version, batches, "snapshot complete; streaming changes");
             let seq = self.tables[i].next_seq - 1;
-            self.send(i, Delivery::SnapshotDone { version, seq });
+            let incarnation = self.incarnation.clone();
+            self.send(
+                i,
+                Delivery::SnapshotDone {
+                    version,
+                    seq,
+                    incarnation,
+                },
+            );
             self.tables[i].state = TableState::Streaming { position: at };
             self.metrics.set_table_state(&info.name, self.tables[i].state.label());
         } else {

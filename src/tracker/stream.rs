@@ -47,6 +47,15 @@ impl Reader {
         self.metrics.database_version.set(upper);
 
         self.revive_parked(Instant::now());
+        if std::mem::take(&mut self.restored) {
+            for i in 0..self.tables.len() {
+                let position = match &self.tables[i].state {
+                    TableState::Streaming { position } | TableState::TrackingLost { position } => *position,
+                    _ => Position::complete(upper),
+                };
+                self.start_resync(i, position, upper, ResyncReason::DatabaseRestored);
+            }
+        }
         // (index, position, went backwards, tracking lost)
         let mut candidates = Vec::new();
         let mut skipped = Vec::new();
@@ -228,18 +237,15 @@ impl Reader {
         loop {
             let next = self.tables[i].next_split(position).filter(|((v, _), _)| *v <= upper);
             let (end, sealed) = match next {
-                // The next stored part starts right here: re-read it, as it was.
-                Some(((v, part), key))
-                    if position.version == v || (position.is_complete() && position.version == v - 1) =>
-                {
+                // A stored part ends ahead: re-read up to its end as one batch, as it
+                // was sent before the restart (same end, same number).
+                Some(((v, part), key)) => {
                     let to = Position {
                         version: v,
                         part: Some(part),
                     };
                     self.read_stored_part(i, position, to, key).await?
                 }
-                // Read up to the version before the next stored part (or `upper`).
-                Some(((v, _), _)) => self.read_segment(i, position, v - 1).await?,
                 None => self.read_segment(i, position, upper).await?,
             };
             for batch in sealed {
@@ -259,8 +265,10 @@ impl Reader {
         }
     }
 
-    /// Re-reads a stored part: the changes of version `to.version` after `from` up to and
-    /// including `key`, as one batch ending at `to`, whatever the flush policy.
+    /// Re-reads up to a stored part's end: the changes after `from` up to `to.version`'s
+    /// change at `key`, inclusive, as one batch ending at `to`, whatever the flush
+    /// policy (the batch sent before held at least these changes: a version's changes
+    /// only ever move to later versions).
     async fn read_stored_part(
         &mut self,
         i: usize,
@@ -269,18 +277,17 @@ impl Reader {
         key: Arc<str>,
     ) -> Result<(Position, Vec<Batch>), SourceError> {
         let info = self.tables[i].info.clone();
-        let after = self.tables[i].resume_key(from).filter(|_| from.version == to.version);
+        let after = self.tables[i].resume_key(from);
         let range = ChangesRange {
             after_key: after.is_some(),
-            one_version: true,
             upto_key: true,
         };
         let mut query = Query::new(sql::changes(&info, range));
         query.bind(i64::from(i32::MAX));
-        query.bind(to.version - 1);
+        query.bind(from.last_sync_version());
         query.bind(to.version);
         if let Some(after) = &after {
-            query.bind(to.version);
+            query.bind(from.version);
             for p in key_params(&info, after)? {
                 p.bind(&mut query);
             }
@@ -354,17 +361,20 @@ impl Reader {
         while let Some(row) = rows.try_next().await? {
             let version: i64 = row.try_get(0)?.unwrap_or_default();
             if builder.is_full() {
-                if let Some((last_version, last_key)) = last.take() {
-                    let to = end_after(builder.from(), last_version, version == last_version);
-                    let split_key = to.part.map(|_| Arc::<str>::from(last_key.as_str()));
-                    if let (Some(part), Some(key)) = (to.part, &split_key) {
-                        new_splits.push(((to.version, part), key.clone()));
-                    }
-                    let next = builder.next(&source_json, to);
-                    sealed.push(std::mem::replace(&mut builder, next).finish(to, split_key, Trailer::None));
+                if let Some(last) = last.take() {
+                    cut(&mut builder, &source_json, last, version, &mut sealed, &mut new_splits);
                 }
             }
-            last = Some(push_change_row(&mut builder, &info, &layout, row)?);
+            let pushed = push_change_row(&mut builder, &info, &layout, row)?;
+            // This change took the batch past the policy's hard maximum (a sink's message
+            // size limit): the batch ends before it, and it starts the next one.
+            if let Some(change) = builder.take_last_over_max() {
+                if let Some(last) = last.take() {
+                    cut(&mut builder, &source_json, last, version, &mut sealed, &mut new_splits);
+                }
+                builder.push_raw(change);
+            }
+            last = Some(pushed);
             read += 1;
         }
         drop(rows);
@@ -394,6 +404,26 @@ impl Reader {
         self.tables[i].splits.extend(new_splits);
         Ok((end, sealed))
     }
+}
+
+/// Seals `builder` after its last change `last` (version and key), the next change read
+/// having `version`, into `sealed` (and its part boundary into `new_splits` when it ends
+/// inside a version), and starts the next batch where it ends.
+fn cut(
+    builder: &mut BatchBuilder,
+    source_json: &str,
+    (last_version, last_key): (i64, String),
+    version: i64,
+    sealed: &mut Vec<Batch>,
+    new_splits: &mut Vec<((i64, u32), Arc<str>)>,
+) {
+    let to = end_after(builder.from(), last_version, version == last_version);
+    let split_key = to.part.map(|_| Arc::<str>::from(last_key.as_str()));
+    if let (Some(part), Some(key)) = (to.part, &split_key) {
+        new_splits.push(((to.version, part), key.clone()));
+    }
+    let next = builder.next(source_json, to);
+    sealed.push(std::mem::replace(builder, next).finish(to, split_key, Trailer::None));
 }
 
 /// Where a batch that started at `from` and whose last change has version `version`
