@@ -51,6 +51,8 @@ pub struct Metrics {
     /// Each table's `CHANGE_TRACKING_MIN_VALID_VERSION` at its last check: how close
     /// cleanup is to the checkpoint.
     pub min_valid_version: IntGaugeVec,
+    /// Schema changes noticed (and published as `schema` batches), by table.
+    pub schema_changes: IntCounterVec,
     /// Duration of ticks that found the version moved (discover + reads + hand-over).
     pub poll_duration: prometheus::Histogram,
     /// Connections re-established after a failure, by target (source).
@@ -118,6 +120,11 @@ impl Metrics {
         let poll_interval = Gauge::with_opts(opts("poll_interval_seconds", "The probe interval in force."))?;
         registry.register(Box::new(poll_interval.clone()))?;
         let table_state = gauge_vec("table_state", "1 for the state each table is in.", &["table", "state"])?;
+        let schema_changes = counter(
+            "schema_changes_total",
+            "Schema changes noticed and published, by table.",
+            &["table"],
+        )?;
         let min_valid_version = gauge_vec(
             "min_valid_version",
             "CHANGE_TRACKING_MIN_VALID_VERSION at the last check.",
@@ -155,6 +162,7 @@ impl Metrics {
             poll_interval,
             table_state,
             min_valid_version,
+            schema_changes,
             poll_duration,
             reconnects,
         })

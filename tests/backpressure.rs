@@ -37,41 +37,11 @@ const CATCH_UP: Duration = Duration::from_secs(240);
 /// Small batches, statements and ticks: the backlog is read in many short ticks.
 const POLL: &str = "batch_rows = 20\nbatch_bytes = 4096\nstatement_rows = 200\ntick_bytes = 32768";
 
-/// A child process killed when the test ends, even by a failed assertion; then, if the
-/// test failed, the tail of its log is printed.
-struct KillOnDrop {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!("--- last lines of the sidecar's log ---\n{}", tail.join("\n"));
-        }
-    }
-}
-
 /// Starts the real binary with `toml` as its configuration; its log goes to a file.
-fn spawn_sidecar(dir: &Path, toml: &str) -> KillOnDrop {
+fn spawn_sidecar(dir: &Path, toml: &str) -> SidecarProcess {
     let config = dir.join("sidecar.toml");
     std::fs::write(&config, toml).unwrap();
-    let log = dir.join("sidecar.log");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sidecar"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    KillOnDrop { child, log }
+    SidecarProcess::start(&config, &dir.join("sidecar.log"))
 }
 
 /// `VmRSS` of process `pid`, in KiB.

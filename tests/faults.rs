@@ -124,16 +124,6 @@ async fn a_dropped_table_is_parked_in_error_while_the_others_keep_streaming() {
     sidecar.stop().await;
 }
 
-/// A child process killed when the test ends, even by a failed assertion.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_then_restart_delivers_everything_at_least_once_in_order() {
     let h = Harness::start().await;
@@ -144,18 +134,7 @@ async fn sigkill_mid_stream_then_restart_delivers_everything_at_least_once_in_or
         .config_toml(&["name = \"dbo.Orders\"\nsnapshot = \"never\""])
         .replace("batch_rows = 100", "batch_rows = 10");
     std::fs::write(&config_path, toml).unwrap();
-    let spawn = || {
-        KillOnDrop(
-            std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sidecar"))
-                .arg("run")
-                .arg("--config")
-                .arg(&config_path)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let spawn = || SidecarProcess::start(&config_path, &dir.path().join("sidecar.log"));
     let insert = |from: i64, to: i64| {
         for i in (from..=to).step_by(10) {
             let values: Vec<String> = (i..i + 10).map(|id| format!("({id}, N'c{id}')")).collect();
@@ -183,8 +162,7 @@ async fn sigkill_mid_stream_then_restart_delivers_everything_at_least_once_in_or
         (h.pulsar.messages(ORDERS_TOPIC).len() > stored).then_some(())
     })
     .await;
-    child.0.kill().unwrap(); // SIGKILL: no flush, no checkpoint, no lease release
-    child.0.wait().unwrap();
+    child.kill();
     assert_eq!(
         h.checkpoint("dbo.Orders").await,
         Some(delivered),

@@ -36,7 +36,7 @@ enum Outcome {
     Repeat,
     /// Rule 3: `seq` more than one above the last processed `seq`.
     Gap,
-    /// Rule 4 (and the snapshot batches of rule 1): applied, `skipped` of its changes
+    /// Rule 5 (and the snapshot batches of rule 1): applied, `skipped` of its changes
     /// left out because the last processed whole version already held them.
     Applied { skipped: usize },
 }
@@ -52,7 +52,7 @@ struct Consumer {
     gaps: usize,
     applied: usize,
     resyncs: usize,
-    /// Changes left out by rule 4.
+    /// Changes left out by rule 5.
     skipped: usize,
     /// Applied changes by their `version`.
     applied_by_version: BTreeMap<i64, usize>,
@@ -90,7 +90,7 @@ impl Consumer {
         // Rule 4: apply, skipping changes at or below the last whole version. Snapshot
         // batches are rule 1's "new contents" and are applied whole: every chunk of one
         // snapshot has `to` = the snapshot version and rows whose `version` is that same
-        // version, so rule 4's skip read literally would drop every chunk after the first.
+        // version, so rule 5's skip read literally would drop every chunk after the first.
         let whole_version = match self.last {
             Some((_, (v, u64::MAX))) if kind == "changes" => Some(v),
             _ => None,
@@ -206,47 +206,9 @@ fn assert_same_rows(replica: &BTreeMap<String, Value>, source: &BTreeMap<String,
 
 // ---- the sidecar process ------------------------------------------------------------
 
-/// The real binary, SIGKILLed when the test ends (even by a failed assertion), then,
-/// if the test failed, the tail of its log printed.
-struct KillOnDrop {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl KillOnDrop {
-    /// SIGKILL: no flush, no checkpoint, no lease release.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!("--- last lines of {} ---\n{}", self.log.display(), tail.join("\n"));
-        }
-    }
-}
-
 /// Starts the binary with `dir/sidecar.toml`; its log goes to `dir/sidecar-<n>.log`.
-fn spawn_sidecar(dir: &Path, n: usize) -> KillOnDrop {
-    let log = dir.join(format!("sidecar-{n}.log"));
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sidecar"))
-        .arg("run")
-        .arg("--config")
-        .arg(dir.join("sidecar.toml"))
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    KillOnDrop { child, log }
+fn spawn_sidecar(dir: &Path, n: usize) -> SidecarProcess {
+    SidecarProcess::start(&dir.join("sidecar.toml"), &dir.join(format!("sidecar-{n}.log")))
 }
 
 /// Clears a killed sidecar's lease (it would expire within 15 s; an operator who knows
@@ -545,7 +507,7 @@ async fn a_consumer_applying_the_readme_rules_ends_with_exactly_the_source_table
 
     // AND the rules were exercised: the batch held at the first kill came again and was
     // a repeat; the batch after the second restart started before the held whole version
-    // and rule 4 left that version's 3 changes out
+    // and rule 5 left that version's 3 changes out
     assert!(
         outcomes[boundary_1..boundary_2].contains(&Outcome::Repeat),
         "a repeat after the first restart"

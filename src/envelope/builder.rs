@@ -90,6 +90,8 @@ pub enum Trailer<'a> {
     None,
     /// A resync's `reason`.
     Reason(&'a str),
+    /// A schema batch's `schema` object, already JSON-encoded.
+    Schema(&'a str),
     /// A snapshot batch's place: `{"chunk": n, "last": bool}`.
     Snapshot {
         /// The batch's index within the snapshot, from 0.
@@ -306,6 +308,10 @@ impl BatchBuilder {
             Trailer::Reason(reason) => {
                 out.extend_from_slice(b",\"reason\":");
                 write_str(out, reason);
+            }
+            Trailer::Schema(schema) => {
+                out.extend_from_slice(b",\"schema\":");
+                out.extend_from_slice(schema.as_bytes());
             }
             Trailer::Snapshot { chunk, last } => {
                 out.extend_from_slice(b",\"snapshot\":{\"chunk\":");

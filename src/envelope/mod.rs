@@ -131,6 +131,8 @@ pub enum BatchKind {
     Snapshot,
     /// The control event announcing a resync.
     Resync,
+    /// The table's columns changed: what `row` holds from now on.
+    Schema,
 }
 
 impl BatchKind {
@@ -140,6 +142,7 @@ impl BatchKind {
             BatchKind::Changes => "changes",
             BatchKind::Snapshot => "snapshot",
             BatchKind::Resync => "resync",
+            BatchKind::Schema => "schema",
         }
     }
 }

@@ -77,9 +77,24 @@ pub struct TableInfo {
     pub key: Vec<ColumnInfo>,
     /// Whether `SYS_CHANGE_COLUMNS` is maintained (`TRACK_COLUMNS_UPDATED = ON`).
     pub track_columns_updated: bool,
+    /// `sys.tables.modify_date` when the columns were read: ALTER TABLE and renaming a
+    /// column move it, so the tick's discover query tells a schema change by it.
+    pub modified: Option<chrono::NaiveDateTime>,
 }
 
 impl TableInfo {
+    /// The envelope's `schema` object: `{"columns":[{"name":…,"type":…},…],"key":[…]}`,
+    /// the published columns with their declared types and the key columns in order.
+    pub fn schema_json(&self) -> String {
+        let columns: Vec<serde_json::Value> = self
+            .columns
+            .iter()
+            .map(|c| serde_json::json!({"name": c.name, "type": c.sql_type}))
+            .collect();
+        let key: Vec<&str> = self.key.iter().map(|k| k.name.as_str()).collect();
+        serde_json::json!({"columns": columns, "key": key}).to_string()
+    }
+
     /// Published non-key columns: the ones whose change is reported in `changed_columns`
     /// (a key column cannot change in an update: that is a delete plus an insert).
     pub fn mask_columns(&self) -> impl Iterator<Item = &ColumnInfo> {

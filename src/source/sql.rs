@@ -68,6 +68,10 @@ pub const TABLE_COLUMNS: &str =
      JOIN sys.types AS t ON t.user_type_id = c.system_type_id \
      WHERE c.object_id = @P1 ORDER BY c.column_id";
 
+/// When the table's definition last changed (`@P1` = object id): "Date the object was
+/// last modified by using an ALTER statement" ("sys.objects (Transact-SQL)").
+pub const TABLE_MODIFIED: &str = "SELECT modify_date FROM sys.tables WHERE object_id = @P1";
+
 /// Primary key columns in key order (`@P1` = object id).
 pub const TABLE_PRIMARY_KEY: &str = "SELECT ic.key_ordinal, c.name \
      FROM sys.indexes AS i \
@@ -77,7 +81,9 @@ pub const TABLE_PRIMARY_KEY: &str = "SELECT ic.key_ordinal, c.name \
      ORDER BY ic.key_ordinal";
 
 /// Which tables have changes up to the tick's upper bound, with each table's minimum
-/// valid version, as one UNION ALL result. `@P1` = upper bound; `@P{i+2}` = the
+/// valid version and `sys.tables.modify_date` (an ALTER TABLE or a renamed column moves
+/// it: the schema changed; NULL: the table is gone), as one UNION ALL result, so
+/// noticing a schema change costs no query of its own. `@P1` = upper bound; `@P{i+2}` = the
 /// checkpoint of `tables[i]`. The CASE guards `CHANGETABLE` against an expired
 /// checkpoint, which the caller turns into a resync.
 pub fn discover(tables: &[(usize, &TableInfo)]) -> String {
@@ -95,8 +101,10 @@ pub fn discover(tables: &[(usize, &TableInfo)]) -> String {
             sql,
             "SELECT {index} AS table_index, {min_valid} AS min_valid_version, \
              CASE WHEN {cp} >= {min_valid} AND EXISTS (SELECT 1 FROM CHANGETABLE(CHANGES {q}, {cp}) AS CT \
-             WHERE CT.SYS_CHANGE_VERSION <= @P1) THEN 1 ELSE 0 END AS has_changes",
+             WHERE CT.SYS_CHANGE_VERSION <= @P1) THEN 1 ELSE 0 END AS has_changes, \
+             (SELECT modify_date FROM sys.tables WHERE object_id = OBJECT_ID(N'{name}')) AS modify_date",
             q = t.quoted,
+            name = t.quoted.replace('\'', "''"),
         );
     }
     sql

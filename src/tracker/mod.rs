@@ -179,6 +179,7 @@ impl Reader {
                 next_seq,
                 backlog: Default::default(),
                 behind: false,
+                stale: false,
             });
         }
         let mut reader = Self {
@@ -314,6 +315,17 @@ impl Reader {
     async fn tick(&mut self, last_seen: &mut Option<i64>) -> Result<bool, SourceError> {
         let shared_probe = self.config.poll.shared_probe;
         let sent = self.hand_over()?;
+        let mut rediscovered = false;
+        for i in 0..self.tables.len() {
+            if self.tables[i].stale && self.tables[i].backlog.is_empty() {
+                self.rediscover(i).await?;
+                rediscovered = true;
+            }
+        }
+        if rediscovered {
+            // Read the tables whose columns were just read again, whatever the probe says.
+            *last_seen = None;
+        }
         let snapshotting = self
             .tables
             .iter()
@@ -362,6 +374,56 @@ impl Reader {
             }
         }
         Ok(true)
+    }
+
+    /// Reads table `i`'s columns and key again after its schema changed, publishes a
+    /// `schema` batch when they differ, and goes on streaming with them; a table that
+    /// can no longer be streamed (no primary key, unsupported new column) is parked with
+    /// the reason.
+    async fn rediscover(&mut self, i: usize) -> Result<(), SourceError> {
+        let name = self.tables[i].info.name.clone();
+        let Some(config) = self.config.tables.iter().find(|t| t.name == name).cloned() else {
+            return Ok(());
+        };
+        self.metrics.source_queries.with_label_values(&["discover"]).inc();
+        let client = self.client().await?;
+        let (info, problems) = source::check::describe(client, &config).await?;
+        self.tables[i].stale = false;
+        let info = match info {
+            Some(info) if problems.is_empty() => info,
+            _ => {
+                let reason = problems.join("; ");
+                let e = SourceError::Unexpected(format!("table {name} after its schema changed: {reason}"));
+                self.park(i, &e);
+                return Ok(());
+            }
+        };
+        let t = &mut self.tables[i];
+        let changed = t.info.columns != info.columns || t.info.key != info.key;
+        let old_columns: Vec<String> = t.info.columns.iter().map(|c| c.name.clone()).collect();
+        t.info = info;
+        if changed {
+            let new_columns: Vec<String> = t.info.columns.iter().map(|c| c.name.clone()).collect();
+            info!(table = %name, from = ?old_columns, to = ?new_columns, "the table's schema changed; publishing it and streaming on");
+            let position = match t.state {
+                TableState::Streaming { position } => position,
+                _ => Position::complete(0),
+            };
+            let schema = t.info.schema_json();
+            let batch = crate::envelope::BatchBuilder::new(
+                t.route.clone(),
+                &t.source_json,
+                crate::envelope::BatchKind::Schema,
+                t.next_seq,
+                position,
+                self.policy,
+            )
+            .finish(position, None, crate::envelope::Trailer::Schema(&schema));
+            t.next_seq += 1;
+            self.metrics.schema_changes.with_label_values(&[&name]).inc();
+            self.send(i, Delivery::Batch(batch));
+        }
+        Ok(())
     }
 
     /// Parks a table after a permanent error, for [`TABLE_RETRY`].

@@ -134,7 +134,7 @@ impl Reader {
                 Err(e) => return Err(e),
             };
             let mut budget = self.config.poll.tick_bytes;
-            for (i, min_valid, has_changes) in found {
+            for (i, min_valid, has_changes, modified) in found {
                 let Some(&(_, position)) = forward.iter().find(|(j, _)| *j == i) else {
                     return Err(SourceError::Unexpected(format!(
                         "discover returned unknown table index {i}"
@@ -146,6 +146,21 @@ impl Reader {
                         .with_label_values(&[&self.tables[i].info.name])
                         .set(min_valid);
                 }
+                if modified.is_none() && min_valid.is_some() {
+                    let e = SourceError::Unexpected(format!(
+                        "table {} no longer exists (dropped or renamed); fix the table or remove it from the config",
+                        self.tables[i].info.name
+                    ));
+                    self.park(i, &e);
+                    continue;
+                }
+                if modified != self.tables[i].info.modified {
+                    // Its columns may differ: read them again (after this transaction)
+                    // before reading its changes.
+                    self.tables[i].stale = true;
+                    more = true;
+                    continue;
+                }
                 match min_valid {
                     None => self.mark_tracking_lost(i),
                     Some(min_valid) if position.last_sync_version() < min_valid => {
@@ -155,7 +170,10 @@ impl Reader {
                     Some(_) if has_changes => match self.read_changes(i, position, upper, &mut budget).await {
                         Ok(read) => more |= read.more,
                         Err(e) => {
-                            if e.is_table_error() {
+                            if matches!(e, SourceError::Server { code: 207, .. }) {
+                                // A column is gone or renamed: read the columns again.
+                                self.tables[i].stale = true;
+                            } else if e.is_table_error() {
                                 self.park(i, &e);
                             }
                             return Err(e);
@@ -188,7 +206,7 @@ impl Reader {
         &mut self,
         tables: &[(usize, Position)],
         upper: i64,
-    ) -> Result<Vec<(usize, Option<i64>, bool)>, SourceError> {
+    ) -> Result<Vec<(usize, Option<i64>, bool, Option<chrono::NaiveDateTime>)>, SourceError> {
         let infos: Vec<(usize, &TableInfo)> = tables.iter().map(|(i, _)| (*i, &self.tables[*i].info)).collect();
         let mut query = Query::new(sql::discover(&infos));
         query.bind(upper);
@@ -202,7 +220,8 @@ impl Reader {
             let index: i32 = row.try_get(0)?.unwrap_or(-1);
             let min_valid: Option<i64> = row.try_get(1)?;
             let has_changes: i32 = row.try_get(2)?.unwrap_or(0);
-            found.push((index as usize, min_valid, has_changes == 1));
+            let modified: Option<chrono::NaiveDateTime> = row.try_get(3)?;
+            found.push((index as usize, min_valid, has_changes == 1, modified));
         }
         Ok(found)
     }

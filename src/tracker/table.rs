@@ -71,6 +71,9 @@ pub(super) struct Table {
     /// Skipped by a tick while its backlog was full: read again as soon as it drains,
     /// even if the database version has not moved.
     pub(super) behind: bool,
+    /// Its schema changed (a new `modify_date`, or a read failed with 207 invalid
+    /// column): its columns are read again before it is read.
+    pub(super) stale: bool,
 }
 
 impl Table {

@@ -21,6 +21,10 @@ use tokio_util::sync::CancellationToken;
 pub use testkit::mssql::sample::{DATABASE as DB, LOGIN, PASSWORD};
 
 mod orders;
+mod process;
+// Only the tests that run the binary use it.
+#[allow(unused_imports)]
+pub use process::SidecarProcess;
 // Not every test file streams the Orders table.
 #[allow(unused_imports)]
 pub use orders::*;
