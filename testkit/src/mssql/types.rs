@@ -108,7 +108,8 @@ impl SqlError {
 
 /// What one statement of a batch produced, in order. The wire layer turns each into
 /// tokens: `Rows` → COLMETADATA + ROW/NBCROW… + DONE(count); `Done` → DONE (with
-/// count when `Some`); `Error` → ERROR + DONE(error flag).
+/// count when `Some`); `Error` → ERROR + DONE(error flag); `Message` → INFO or ERROR
+/// alone, ahead of the outcome of the statement that sent it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Rows {
@@ -119,6 +120,15 @@ pub enum Outcome {
         row_count: Option<u64>,
     },
     Error(SqlError),
+    /// A message a statement sends before its own outcome, with no DONE of its own:
+    /// informational when its class (severity) is 10 or less — sp_rename's caution
+    /// 15477 — and sent as an INFO token with class 0 ("For compatibility reasons, the
+    /// Database Engine converts severity 10 to severity 0 before returning the error
+    /// information to the calling application", Database Engine error severities,
+    /// <https://learn.microsoft.com/en-us/sql/relational-databases/errors-events/database-engine-error-severities>);
+    /// otherwise the first of several errors of one statement, as an ERROR token
+    /// (Msg 5074 before the 4922 that ends `ALTER TABLE … DROP COLUMN`).
+    Message(SqlError),
 }
 
 /// A parameter of an RPC call (`sp_executesql`), as decoded from the wire: name

@@ -220,6 +220,49 @@ pub struct PrimaryKeyDef {
     pub columns: Vec<String>,
 }
 
+/// What `ALTER TABLE t ADD … | DROP …` changes ("ALTER TABLE (Transact-SQL)",
+/// <https://learn.microsoft.com/en-us/sql/t-sql/statements/alter-table-transact-sql>).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SchemaChange {
+    /// `ADD column_definition [, …]`.
+    Add(Vec<AddedColumn>),
+    /// `DROP { [CONSTRAINT] [IF EXISTS] name | COLUMN [IF EXISTS] name [, …] } [, …]`.
+    Drop(Vec<DropItem>),
+}
+
+/// One column of `ALTER TABLE … ADD` ("ALTER TABLE column_definition (Transact-SQL)",
+/// <https://learn.microsoft.com/en-us/sql/t-sql/statements/alter-table-column-definition-transact-sql>).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddedColumn {
+    pub column: ColumnDef,
+    pub default: Option<DefaultDef>,
+}
+
+/// `[CONSTRAINT name] DEFAULT constant_expression [WITH VALUES]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefaultDef {
+    pub name: Option<String>,
+    pub value: Expr,
+    pub with_values: bool,
+}
+
+/// One item of `ALTER TABLE … DROP`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropItem {
+    /// `COLUMN name`; otherwise a constraint.
+    pub column: bool,
+    pub name: String,
+    pub if_exists: bool,
+}
+
+/// One argument of an EXEC, as written: `[@name =] value`; `value` is `None` for
+/// `DEFAULT`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecArg {
+    pub name: Option<String>,
+    pub value: Option<Expr>,
+}
+
 /// Retention units of CHANGE_RETENTION.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetentionUnit {
@@ -329,6 +372,14 @@ pub enum StatementKind {
         enable: bool,
         track_columns_updated: bool,
     },
+    /// `ALTER TABLE t ADD column …` / `ALTER TABLE t DROP COLUMN c | CONSTRAINT n`.
+    AlterTableSchema {
+        table: ObjectName,
+        change: SchemaChange,
+    },
+    /// `EXEC sp_rename …` (the one system procedure the stand-in runs besides
+    /// sp_executesql), its arguments bound when it runs.
+    Rename(Vec<ExecArg>),
     AlterDatabase {
         /// `None` for `CURRENT`.
         database: Option<String>,

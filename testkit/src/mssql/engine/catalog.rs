@@ -9,6 +9,7 @@ use imbl::OrdMap;
 
 use super::change_tracking::TableTracking;
 use super::collation;
+use super::restore::Incarnation;
 use super::value::{Key, Row};
 use crate::mssql::types::SqlType;
 
@@ -106,6 +107,22 @@ pub struct ColumnMeta {
     /// (`sysname`, 256, or a `CREATE TYPE … FROM …` type); `None` for a system type,
     /// whose user_type_id is its system_type_id.
     pub user_type_id: Option<i64>,
+    /// `sys.columns.column_id`: "ID of the column. Is unique within the object.
+    /// Column IDs might not be sequential" (sys.columns (Transact-SQL),
+    /// <https://learn.microsoft.com/en-us/sql/relational-databases/system-catalog-views/sys-columns-transact-sql>).
+    /// 1, 2, … at CREATE TABLE; an added column takes the table's next id and a
+    /// dropped one leaves a gap (see [`Table::next_column_id`]). Change tracking's
+    /// `SYS_CHANGE_COLUMNS` holds these ids.
+    pub column_id: i64,
+    /// The column's DEFAULT constraint (`ALTER TABLE … ADD c … DEFAULT …`), if any.
+    pub default: Option<ColumnDefault>,
+}
+
+/// A DEFAULT constraint: its name (a schema-scoped object name) and its constant.
+#[derive(Debug, Clone)]
+pub struct ColumnDefault {
+    pub name: String,
+    pub value: crate::mssql::types::Value,
 }
 
 /// A user-defined alias data type (`CREATE TYPE [schema.]name FROM base_type`), a
@@ -139,6 +156,14 @@ pub struct Table {
     pub next_row_id: i64,
     pub tracking: Option<TableTracking>,
     pub created_ms: u64,
+    /// `modify_date` of `sys.tables`/`sys.objects`: "Date the object was last
+    /// modified by using an ALTER statement" (sys.objects (Transact-SQL),
+    /// <https://learn.microsoft.com/en-us/sql/relational-databases/system-catalog-views/sys-objects-transact-sql>).
+    /// Set at CREATE TABLE, moved by every ALTER TABLE and by sp_rename.
+    pub modified_ms: u64,
+    /// The `column_id` the next added column gets: one more than the highest ever
+    /// given, so a dropped column's id is not reused.
+    pub next_column_id: i64,
 }
 
 impl Table {
@@ -188,6 +213,8 @@ pub struct Database {
     pub types: OrdMap<i64, AliasType>,
     pub next_id: i64,
     pub created_ms: u64,
+    /// The GUIDs of `sys.database_recovery_status`; a restore starts a new one.
+    pub incarnation: Incarnation,
 }
 
 impl Database {
@@ -237,6 +264,7 @@ impl Database {
             types: OrdMap::new(),
             next_id: 5,
             created_ms: now_ms,
+            incarnation: Incarnation::created(),
         }
     }
 

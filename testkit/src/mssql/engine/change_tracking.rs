@@ -234,8 +234,9 @@ pub fn record(db: &mut Database, ops: &[Op], now_ms: u64) -> Option<i64> {
     Some(version)
 }
 
-/// The mask of an update: the SET columns' ids, or `None` (all) when column
-/// tracking is off or every non-key column was set.
+/// The mask of an update: the SET columns' `column_id`s (which stay put when other
+/// columns are added or dropped), or `None` (all) when column tracking is off or every
+/// non-key column was set.
 fn update_mask(table: &Table, tracking: &TableTracking, changed: &[usize]) -> Option<std::collections::BTreeSet<i64>> {
     if !tracking.track_columns_updated {
         return None;
@@ -246,7 +247,7 @@ fn update_mask(table: &Table, tracking: &TableTracking, changed: &[usize]) -> Op
     if all_non_key {
         return None;
     }
-    Some(changed.iter().map(|&i| i as i64 + 1).collect())
+    Some(changed.iter().map(|&i| table.columns[i].column_id).collect())
 }
 
 /// One row of `CHANGETABLE(CHANGES t, v)` before the key columns are appended.

@@ -10,7 +10,7 @@ use super::change_tracking::RowChange;
 use super::env::Env;
 use super::error;
 use super::expr::{bind, Scope};
-use super::query::{matching_rows, resolve_table, table_scope};
+use super::query::{matching_rows, metadata_check, resolve_table, table_scope};
 use super::security;
 use super::value::{coerce, Key, Row, Target};
 use crate::mssql::types::{SqlError, Value};
@@ -43,6 +43,7 @@ fn writable<'e>(env: &'e Env<'_>, name: &ObjectName, permission: &str) -> Result
     if env.snapshot_txn && !db.snapshot_isolation {
         return Err(error::snapshot_not_allowed(&db.name));
     }
+    metadata_check(env, db, table)?;
     security::require_table_permission(env, db, table, permission)?;
     Ok((db, table))
 }
@@ -118,7 +119,12 @@ pub fn plan_insert(
                 (true, false) => error::insert_more_columns(),
             });
         }
-        let mut values = vec![Value::Null; table.columns.len()];
+        // A column left out of the column list takes its DEFAULT, else NULL.
+        let mut values: Vec<Value> = table
+            .columns
+            .iter()
+            .map(|c| c.default.as_ref().map_or(Value::Null, |d| d.value.clone()))
+            .collect();
         for (e, &i) in row.iter().zip(targets.iter()) {
             values[i] = bind(e, &scope, env)?.bound.eval(&[], env)?;
         }

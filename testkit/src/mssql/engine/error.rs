@@ -738,6 +738,224 @@ pub fn collate_invalid_for_type(type_name: &str) -> SqlError {
     )
 }
 
+// Schema changes: ALTER TABLE … ADD / DROP and sp_rename ("ALTER TABLE
+// (Transact-SQL)", <https://learn.microsoft.com/en-us/sql/t-sql/statements/alter-table-transact-sql>;
+// "sp_rename (Transact-SQL)", <https://learn.microsoft.com/en-us/sql/relational-databases/system-stored-procedures/sp-rename-transact-sql>).
+
+/// Msg 4901: a NOT NULL column without a DEFAULT added to a table that has rows.
+pub fn add_column_needs_default(column: &str, table: &str) -> SqlError {
+    err(
+        4901,
+        16,
+        1,
+        format!("ALTER TABLE only allows columns to be added that can contain nulls, or have a DEFAULT definition specified, or the column being added is an identity or timestamp column, or alternatively if none of the previous conditions are satisfied the table must be empty to allow addition of this column. Column '{column}' cannot be added to non-empty table '{table}' because it does not satisfy these conditions."),
+    )
+}
+
+/// Msg 2705 from `ALTER TABLE … ADD` of a column name the table already has.
+pub fn duplicate_added_column(column: &str, table: &str) -> SqlError {
+    err(
+        2705,
+        16,
+        4,
+        format!("Column names in each table must be unique. Column name '{column}' in table '{table}' is specified more than once."),
+    )
+}
+
+/// Msg 4924: `DROP COLUMN` of a column the table does not have.
+pub fn drop_column_missing(column: &str, table: &str) -> SqlError {
+    err(
+        4924,
+        16,
+        1,
+        format!("ALTER TABLE DROP COLUMN failed because column '{column}' does not exist in table '{table}'."),
+    )
+}
+
+/// Msg 4923: dropping a table's last column.
+pub fn drop_only_column(column: &str, table: &str) -> SqlError {
+    err(
+        4923,
+        16,
+        1,
+        format!("ALTER TABLE DROP COLUMN failed because '{column}' is the only data column in table '{table}'. A table must have at least one data column."),
+    )
+}
+
+/// Msg 5074, one per object that uses a column being dropped (the PRIMARY KEY or a
+/// DEFAULT constraint), sent before Msg 4922.
+pub fn object_depends_on_column(object: &str, column: &str) -> SqlError {
+    err(
+        5074,
+        16,
+        1,
+        format!("The object '{object}' is dependent on column '{column}'."),
+    )
+}
+
+/// Msg 4922: the end of a refused `DROP COLUMN`, after its 5074s.
+pub fn drop_column_failed(column: &str) -> SqlError {
+    err(
+        4922,
+        16,
+        9,
+        format!("ALTER TABLE DROP COLUMN {column} failed because one or more objects access this column."),
+    )
+}
+
+/// Msg 3728: `DROP CONSTRAINT` of a name that is no constraint of the table.
+pub fn not_a_constraint(name: &str) -> SqlError {
+    err(3728, 16, 1, format!("'{name}' is not a constraint."))
+}
+
+/// Msg 3735: the PRIMARY KEY of a change-tracked table cannot be dropped.
+pub fn tracked_primary_key_drop(constraint: &str, table: &str) -> SqlError {
+    err(
+        3735,
+        16,
+        1,
+        format!("The primary key constraint '{constraint}' on table '{table}' cannot be dropped because change tracking is enabled on the table. Change tracking requires a primary key constraint on the table. Disable change tracking before dropping the constraint."),
+    )
+}
+
+/// Msg 3727: the end of a refused `DROP CONSTRAINT`, after its 3728 or 3735.
+pub fn could_not_drop_constraint() -> SqlError {
+    err(3727, 16, 0, "Could not drop constraint. See previous errors.".into())
+}
+
+/// Msg 1750: the end of a refused constraint creation, after its 2714.
+pub fn could_not_create_constraint() -> SqlError {
+    err(
+        1750,
+        16,
+        0,
+        "Could not create constraint or index. See previous errors.".into(),
+    )
+}
+
+/// Msg 15477: sp_rename's caution, an informational message (severity 10).
+pub fn rename_caution() -> SqlError {
+    err(
+        15477,
+        10,
+        1,
+        "Caution: Changing any part of an object name could break scripts and stored procedures.".into(),
+    )
+}
+
+/// Msg 15225: sp_rename without @objtype found nothing by that name.
+pub fn rename_item_not_found(name: &str, database: &str, objtype: &str) -> SqlError {
+    err(
+        15225,
+        11,
+        1,
+        format!("No item by the name of '{name}' could be found in the current database '{database}', given that @itemtype was input as '{objtype}'."),
+    )
+}
+
+/// Msg 15248: sp_rename's @objname names no object of the claimed @objtype.
+pub fn rename_ambiguous(objtype: &str) -> SqlError {
+    err(
+        15248,
+        11,
+        1,
+        format!("Either the parameter @objname is ambiguous or the claimed @objtype ({objtype}) is wrong."),
+    )
+}
+
+/// Msg 15335: sp_rename's new name is taken.
+pub fn rename_duplicate(new_name: &str, kind: &str) -> SqlError {
+    err(
+        15335,
+        11,
+        1,
+        format!("Error: The new name '{new_name}' is already in use as a {kind} name and would cause a duplicate that is not permitted."),
+    )
+}
+
+/// Msg 15249: an @objtype sp_rename does not know.
+pub fn rename_unknown_objtype(objtype: &str) -> SqlError {
+    err(
+        15249,
+        11,
+        1,
+        format!("Error: Explicit @objtype '{objtype}' is unrecognized."),
+    )
+}
+
+/// Msg 15223: a NULL @objname or @newname.
+pub fn rename_null_parameter(parameter: &str) -> SqlError {
+    err(
+        15223,
+        11,
+        1,
+        format!("Error: The input parameter '{parameter}' is not allowed to be null."),
+    )
+}
+
+/// Msg 201: a procedure called without a parameter that has no default.
+pub fn missing_parameter(procedure: &str, parameter: &str) -> SqlError {
+    err(
+        201,
+        16,
+        4,
+        format!("Procedure or function '{procedure}' expects parameter '{parameter}', which was not supplied."),
+    )
+}
+
+/// Msg 8145: `@name = value` naming no parameter of the procedure.
+pub fn not_a_parameter(name: &str, procedure: &str) -> SqlError {
+    err(
+        8145,
+        16,
+        2,
+        format!("{name} is not a parameter for procedure {procedure}."),
+    )
+}
+
+/// Msg 8144: more arguments than the procedure has parameters.
+pub fn too_many_arguments(procedure: &str) -> SqlError {
+    err(
+        8144,
+        16,
+        2,
+        format!("Procedure or function {procedure} has too many arguments specified."),
+    )
+}
+
+/// Msg 119: a positional argument after a named one.
+pub fn positional_after_named(position: usize) -> SqlError {
+    err(
+        119,
+        15,
+        1,
+        format!("Must pass parameter number {position} and subsequent parameters as '@name = value'. After the form '@name = value' has been used, all subsequent parameters must be passed in the form '@name = value'."),
+    )
+}
+
+/// Msg 3961: a SNAPSHOT transaction met a table changed by DDL since its snapshot
+/// (MSSQLSERVER_3961); the transaction is rolled back.
+pub fn snapshot_metadata_changed(database: &str) -> SqlError {
+    err(
+        3961,
+        16,
+        1,
+        format!("Snapshot isolation transaction failed in database '{database}' because the object accessed by the statement has been modified by a DDL statement in another concurrent transaction since the start of this transaction. It is disallowed because the metadata is not versioned. A concurrent update to metadata can lead to inconsistency if mixed with snapshot isolation."),
+    )
+}
+
+/// Msg 3964: ALTER TABLE inside an explicit SNAPSHOT transaction ("The following DDL
+/// statements are not permitted under snapshot isolation after a BEGIN TRANSACTION
+/// statement: ALTER TABLE, …", MSSQLSERVER_3961); the transaction is rolled back.
+pub fn ddl_in_snapshot_transaction() -> SqlError {
+    err(
+        3964,
+        16,
+        1,
+        "Transaction failed because this DDL statement is not allowed inside a snapshot isolation transaction. Since metadata is not versioned, a metadata change can lead to inconsistency if mixed within snapshot isolation.".into(),
+    )
+}
+
 /// Whether an error ends the whole batch (compile and name-resolution errors do;
 /// constraint, permission and conversion errors end only their statement).
 pub fn aborts_batch(error: &SqlError) -> bool {
@@ -768,5 +986,21 @@ pub fn aborts_batch(error: &SqlError) -> bool {
             | 911
             | 916
             | 8134
+            // Schema changes end only their statement; sp_rename's own errors are
+            // RAISERRORs inside the procedure.
+            | 201
+            | 1750
+            | 3727
+            | 4901
+            | 4922
+            | 4923
+            | 4924
+            | 8144
+            | 8145
+            | 15223
+            | 15225
+            | 15248
+            | 15249
+            | 15335
     )
 }

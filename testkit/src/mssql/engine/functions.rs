@@ -193,7 +193,7 @@ pub fn call(f: Func, args: &[Value], env: &Env<'_>) -> Result<Value, SqlError> {
                 return Ok(Value::Null);
             };
             match ci(prop).as_str() {
-                "columnid" => Value::Int(i as i64 + 1),
+                "columnid" => Value::Int(table.columns[i].column_id),
                 "allowsnull" => Value::Int(i64::from(table.columns[i].nullable)),
                 "precision" => Value::Int(super::datatype::precision(&table.columns[i].ty)),
                 "scale" => Value::Int(super::datatype::scale(&table.columns[i].ty)),

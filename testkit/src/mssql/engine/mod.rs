@@ -43,6 +43,7 @@ mod functions;
 mod lexer;
 mod parser;
 mod query;
+mod restore;
 mod security;
 mod server;
 mod session;
@@ -50,5 +51,6 @@ mod storage;
 mod sysviews;
 mod value;
 
+pub use restore::{Backup, Incarnation};
 pub use server::{Engine, Txn, DEFAULT_SA_PASSWORD};
 pub use session::Session;

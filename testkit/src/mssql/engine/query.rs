@@ -70,6 +70,33 @@ fn snapshot_check(env: &Env<'_>, db: &Database) -> Result<(), SqlError> {
     Ok(())
 }
 
+/// Msg 3961: an explicit SNAPSHOT transaction touching a table whose definition a DDL
+/// statement (ALTER TABLE, sp_rename, DROP TABLE) changed after its snapshot was taken:
+/// "the object accessed by the statement has been modified by a DDL statement in
+/// another concurrent transaction since the start of this transaction. It is
+/// disallowed because the metadata is not versioned" (MSSQLSERVER_3961,
+/// <https://learn.microsoft.com/en-us/sql/relational-databases/errors-events/mssqlserver-3961-database-engine-error>).
+/// A single autocommitted statement has no earlier snapshot to be stale against.
+pub fn metadata_check(env: &Env<'_>, db: &Database, table: &Table) -> Result<(), SqlError> {
+    if !env.snapshot_txn || env.trancount == 0 {
+        return Ok(());
+    }
+    let committed = env.engine.committed();
+    match committed
+        .database(&db.name)
+        .and_then(|d| d.tables.get(&table.object_id))
+    {
+        Some(now)
+            if std::sync::Arc::ptr_eq(&now.columns, &table.columns)
+                && now.name == table.name
+                && now.modified_ms == table.modified_ms =>
+        {
+            Ok(())
+        }
+        _ => Err(error::snapshot_metadata_changed(&db.name)),
+    }
+}
+
 fn table_columns(exposed: &str, table: &Table) -> Vec<ScopeColumn> {
     table
         .columns
@@ -122,6 +149,7 @@ fn open_source<'s>(env: &'s Env<'_>, table_ref: &TableRef) -> Result<Source<'s>,
             }
             let (db, table) = resolve_table(env, name)?;
             snapshot_check(env, db)?;
+            metadata_check(env, db, table)?;
             security::require_table_permission(env, db, table, "SELECT")?;
             Ok(Source {
                 columns: table_columns(&exposed, table),
@@ -141,6 +169,7 @@ fn open_source<'s>(env: &'s Env<'_>, table_ref: &TableRef) -> Result<Source<'s>,
                 _ => return Err(error::change_tracking_not_enabled_on_table(&display)),
             };
             snapshot_check(env, db)?;
+            metadata_check(env, db, table)?;
             security::require_table_permission(env, db, table, "VIEW CHANGE TRACKING")?;
             security::require_table_permission(env, db, table, "SELECT")?;
             let since_value = bind(since, &Scope::default(), env)?.bound.eval(&[], env)?;

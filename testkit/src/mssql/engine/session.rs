@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::ast::{Isolation, Statement, StatementKind};
+use super::ast::{ExecArg, Isolation, Statement, StatementKind};
 use super::catalog::{ci, State};
 use super::change_tracking::{self, Op, RowChange};
 use super::ddl::{self, Who};
@@ -180,7 +180,7 @@ impl Session {
     fn leave_module(&mut self, scope: ModuleScope, aborted: bool, out: &mut Vec<Outcome>) {
         let current = self.trancount();
         let rolled_back_by_server =
-            aborted && matches!(out.last(), Some(Outcome::Error(e)) if matches!(e.number, 1205 | 3960));
+            aborted && matches!(out.last(), Some(Outcome::Error(e)) if matches!(e.number, 1205 | 3960 | 3961 | 3964));
         if current != scope.trancount && !rolled_back_by_server {
             out.push(Outcome::Error(error::transaction_count_mismatch(
                 scope.trancount,
@@ -247,6 +247,15 @@ impl Session {
                 Err(e) => Err(e),
             },
             StatementKind::ExecString(sql) => return self.exec_string(sql, stmt.line, out),
+            StatementKind::AlterTableSchema { .. } if self.txn.as_ref().is_some_and(|t| t.snapshot) => {
+                return self.fail(error::ddl_in_snapshot_transaction(), stmt.line, out)
+            }
+            StatementKind::AlterTableSchema { table, change } => {
+                return self.schema_change(stmt.line, None, out, |s, w| {
+                    ddl::alter_table_schema(s, w, table, change)
+                })
+            }
+            StatementKind::Rename(args) => return self.rename(args, stmt.line, out),
             _ => self.statement(stmt),
         };
         match result {
@@ -265,6 +274,10 @@ impl Session {
             e.line = line;
         }
         let abort = error::aborts_batch(&e);
+        // Snapshot isolation failures roll the transaction back (MSSQLSERVER_3961).
+        if matches!(e.number, 3961 | 3964) {
+            self.txn = None;
+        }
         out.push(Outcome::Error(e));
         self.publish();
         if abort {
@@ -272,6 +285,96 @@ impl Session {
         } else {
             Ok(())
         }
+    }
+
+    /// Runs a schema change against the committed state like [`Self::ddl`]; a refusal
+    /// sends its leading messages (5074, 3728…) before the error that ends the
+    /// statement, and a success sends `notice` (sp_rename's caution) before its DONE.
+    fn schema_change(
+        &mut self,
+        line: u32,
+        notice: Option<SqlError>,
+        out: &mut Vec<Outcome>,
+        f: impl FnOnce(&mut State, &Who<'_>) -> Result<(), ddl::Refusal>,
+    ) -> Result<(), Abort> {
+        let mut before = Vec::new();
+        let result = self.ddl(|state, who| {
+            f(state, who).map_err(|r| {
+                before = r.before;
+                r.error
+            })
+        });
+        let at_line = |mut m: SqlError| {
+            if m.line <= 1 {
+                m.line = line;
+            }
+            Outcome::Message(m)
+        };
+        match result {
+            Ok(done) => {
+                out.extend(notice.map(at_line));
+                out.extend(done);
+                self.publish();
+                Ok(())
+            }
+            Err(e) => {
+                out.extend(before.into_iter().map(at_line));
+                self.fail(e, line, out)
+            }
+        }
+    }
+
+    /// `EXEC sp_rename …`: binds the arguments as a procedure call does, then renames
+    /// and sends Msg 15477's caution, severity 10 ("sp_rename (Transact-SQL)",
+    /// <https://learn.microsoft.com/en-us/sql/relational-databases/system-stored-procedures/sp-rename-transact-sql>).
+    fn rename(&mut self, args: &[ExecArg], line: u32, out: &mut Vec<Outcome>) -> Result<(), Abort> {
+        let (objname, newname, objtype) = match self.rename_arguments(args) {
+            Ok(a) => a,
+            Err(e) => return self.fail(e, line, out),
+        };
+        self.schema_change(line, Some(error::rename_caution()), out, |s, w| {
+            ddl::rename(s, w, &objname, &newname, objtype.as_deref())
+        })
+    }
+
+    /// sp_rename's parameters `@objname, @newname [, @objtype]`, by position or by
+    /// name (Msg 119 for a positional one after a named one, 8145 for an unknown name,
+    /// 8144 for a fourth, 201 for a missing required one, 15223 for a NULL name).
+    fn rename_arguments(&mut self, args: &[ExecArg]) -> Result<(String, String, Option<String>), SqlError> {
+        const PARAMS: [&str; 3] = ["@objname", "@newname", "@objtype"];
+        let mut values: [Option<Value>; 3] = [None, None, None];
+        let mut named = false;
+        for (k, a) in args.iter().enumerate() {
+            let slot = match &a.name {
+                Some(n) => {
+                    named = true;
+                    PARAMS
+                        .iter()
+                        .position(|p| p.eq_ignore_ascii_case(n))
+                        .ok_or_else(|| error::not_a_parameter(n, "sp_rename"))?
+                }
+                None if named => return Err(error::positional_after_named(k + 1)),
+                None if k >= PARAMS.len() => return Err(error::too_many_arguments("sp_rename")),
+                None => k,
+            };
+            if let Some(e) = &a.value {
+                values[slot] = Some(self.eval_scalar(e)?);
+            }
+        }
+        let [objname, newname, objtype] = values;
+        let text = |v: Value| match v {
+            Value::String(s) => s,
+            other => super::value::display_value(&other),
+        };
+        let required = |v: Option<Value>, p: &str| match v {
+            None => Err(error::missing_parameter("sp_rename", p)),
+            Some(Value::Null) => Err(error::rename_null_parameter(p)),
+            Some(v) => Ok(text(v)),
+        };
+        let objname = required(objname, PARAMS[0])?;
+        let newname = required(newname, PARAMS[1])?;
+        let objtype = objtype.filter(|v| !matches!(v, Value::Null)).map(text);
+        Ok((objname, newname, objtype))
     }
 
     /// `EXEC (N'…')`: the string is compiled when the EXEC runs, as a batch of its
@@ -609,7 +712,11 @@ impl Session {
             StatementKind::SetOption => done(),
             // Control flow and EXEC of a string run through `run`, which reports the
             // outcomes of each statement they contain.
-            StatementKind::ExecString(_) | StatementKind::If { .. } | StatementKind::Block(_) => {
+            StatementKind::ExecString(_)
+            | StatementKind::If { .. }
+            | StatementKind::Block(_)
+            | StatementKind::AlterTableSchema { .. }
+            | StatementKind::Rename(_) => {
                 let mut out = Vec::new();
                 let _ = self.run(stmt, &mut out);
                 Ok(out)

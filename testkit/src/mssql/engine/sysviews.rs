@@ -82,6 +82,12 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 ("snapshot_isolation_state", SqlType::TinyInt, true),
                 ("snapshot_isolation_state_desc", NV60, true),
                 ("is_read_committed_snapshot_on", SqlType::Bit, true),
+                // "Unique identifier of the database within an Always On availability
+                // group, if any … NULL = database is not part of an availability
+                // replica in any availability group" (sys.databases (Transact-SQL),
+                // https://learn.microsoft.com/en-us/sql/relational-databases/system-catalog-views/sys-databases-transact-sql):
+                // the stand-in has no availability groups.
+                ("group_database_id", SqlType::UniqueIdentifier, true),
             ],
             rows: env
                 .state
@@ -100,6 +106,46 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                         i(i64::from(d.snapshot_isolation)),
                         s(if d.snapshot_isolation { "ON" } else { "OFF" }),
                         b(d.read_committed_snapshot),
+                        Value::Null,
+                    ]
+                })
+                .collect(),
+        },
+        // "Contains one row per database" with its recovery GUIDs
+        // (sys.database_recovery_status (Transact-SQL),
+        // https://learn.microsoft.com/en-us/sql/relational-databases/system-catalog-views/sys-database-recovery-status-transact-sql);
+        // restore.rs says when each changes. The LSN columns (last_log_backup_lsn,
+        // fork_point_lsn) are not modelled: the engine keeps no log.
+        //
+        // "To see the row for a database other than master or tempdb, one of the
+        // following must apply: Be the owner of the database. Have ALTER ANY DATABASE
+        // or VIEW ANY DATABASE server-level permissions. Have CREATE DATABASE
+        // permission in the master database." (same page), and "By default, the VIEW
+        // ANY DATABASE permission is granted to the public role" ("VIEW ANY DATABASE
+        // Permission",
+        // https://learn.microsoft.com/en-us/previous-versions/sql/sql-server-2008/ms189077(v=sql.100)).
+        // The engine has no server-level DENY/REVOKE, so public keeps it and every
+        // login sees every row, a least-privileged one included.
+        "database_recovery_status" => View {
+            columns: vec![
+                ("database_id", SqlType::Int, false),
+                ("database_guid", SqlType::UniqueIdentifier, true),
+                ("family_guid", SqlType::UniqueIdentifier, true),
+                ("recovery_fork_guid", SqlType::UniqueIdentifier, true),
+                ("first_recovery_fork_guid", SqlType::UniqueIdentifier, true),
+            ],
+            rows: env
+                .state
+                .databases
+                .values()
+                .map(|d| {
+                    let inc = &d.incarnation;
+                    vec![
+                        i(d.database_id),
+                        Value::Guid(inc.database_guid),
+                        Value::Guid(inc.family_guid),
+                        Value::Guid(inc.recovery_fork_guid),
+                        inc.first_recovery_fork_guid.map_or(Value::Null, Value::Guid),
                     ]
                 })
                 .collect(),
@@ -187,7 +233,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                         s("U "),
                         s("USER_TABLE"),
                         time(t.created_ms),
-                        time(t.created_ms),
+                        time(t.modified_ms),
                         b(false),
                     ]
                 })
@@ -225,7 +271,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                 .values()
                 .filter(|t| security::can_see_table(env, db, t))
                 .flat_map(|t| {
-                    t.columns.iter().enumerate().map(move |(k, c)| {
+                    t.columns.iter().map(move |c| {
                         // system_type_id is the base system type's; user_type_id the
                         // declared type's, an alias's own id for alias-typed columns
                         // ("sys.columns (Transact-SQL)").
@@ -234,7 +280,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                         vec![
                             i(t.object_id),
                             s(&c.name),
-                            i(k as i64 + 1),
+                            i(c.column_id),
                             i(id),
                             i(c.user_type_id.unwrap_or(id)),
                             i(max_len),
@@ -356,7 +402,7 @@ pub fn view(env: &Env<'_>, db: &Database, name: &str) -> Option<View> {
                             i(t.object_id),
                             i(1),
                             i(k as i64 + 1),
-                            i(c as i64 + 1),
+                            i(t.columns[c].column_id),
                             i(k as i64 + 1),
                             i(0),
                             b(false),

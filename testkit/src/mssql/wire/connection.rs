@@ -192,6 +192,25 @@ impl<B: Backend> Connection<B> {
         tokens::error(&mut self.writer.buf, &m);
     }
 
+    /// A statement's message sent ahead of its outcome ([`Outcome::Message`]): INFO
+    /// with severity 10 and below sent as class 0, ERROR above.
+    fn put_message(&mut self, m: &SqlError) {
+        if m.class > 10 {
+            self.put_error(m, "");
+            return;
+        }
+        let info = tokens::Message {
+            number: m.number,
+            state: m.state,
+            class: 0,
+            text: &m.message,
+            server: &self.shared.config.server_name,
+            procedure: "",
+            line: m.line,
+        };
+        tokens::info(&mut self.writer.buf, &info);
+    }
+
     fn info(&mut self, number: i32, state: u8, text: &str) {
         let m = tokens::Message {
             number,
@@ -516,6 +535,8 @@ impl<B: Backend> Connection<B> {
                     0,
                 );
             }
+            // No DONE: the outcome that follows ends the statement.
+            Outcome::Message(m) => self.put_message(m),
         }
         self.writer.flush_full(io).await?;
         Ok(true)
@@ -525,10 +546,21 @@ impl<B: Backend> Connection<B> {
         let before = self.before();
         let outcomes = self.execute(sql, &[], false);
         self.env_changes(&before, sql, &outcomes);
-        if outcomes.is_empty() {
+        if !outcomes.iter().any(|o| !matches!(o, Outcome::Message(_))) {
+            for o in &outcomes {
+                if let Outcome::Message(m) = o {
+                    self.put_message(m);
+                }
+            }
             tokens::done(&mut self.writer.buf, DoneKind::Done, done_status::FINAL, 0, 0);
+            self.writer.finish(io).await?;
+            return Ok(());
         }
-        let last = outcomes.len().saturating_sub(1);
+        // The last DONE-ending outcome carries no DONE_MORE.
+        let last = outcomes
+            .iter()
+            .rposition(|o| !matches!(o, Outcome::Message(_)))
+            .unwrap_or(0);
         for (i, o) in outcomes.iter().enumerate() {
             if !self.outcome(io, o, DoneKind::Done, i < last).await? {
                 return self.acknowledge_attention(io).await;

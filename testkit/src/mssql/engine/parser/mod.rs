@@ -455,23 +455,50 @@ impl Parser {
     /// Server passes as strings).
     fn exec_procedure(&mut self) -> PResult<StatementKind> {
         let name = self.object_name()?;
+        let mut args = Vec::new();
         if self.exec_argument_follows() {
             loop {
-                if matches!(self.peek(), Some(Tok::Var(_))) && matches!(self.peek_at(1), Some(Tok::Sym("="))) {
+                let mut arg_name = None;
+                if let (Some(Tok::Var(v)), Some(Tok::Sym("="))) = (self.peek(), self.peek_at(1)) {
+                    arg_name = Some(v.clone());
                     self.pos += 2;
                 }
                 if !self.exec_argument_follows() {
                     return Err(self.unexpected());
                 }
-                if matches!(self.peek(), Some(Tok::Sym("-"))) {
-                    self.pos += 1;
-                }
-                self.pos += 1;
+                let negative = self.eat_sym("-");
+                let value = match self.advance() {
+                    Some(Tok::Var(v)) => Some(Expr::Variable(v)),
+                    Some(Tok::Str { text, national }) => Some(Expr::StringLiteral { text, national }),
+                    Some(Tok::Num(n)) => Some(Expr::StringLiteral {
+                        text: if negative { format!("-{n}") } else { n },
+                        national: false,
+                    }),
+                    Some(Tok::Bin(b)) => Some(Expr::Literal(crate::mssql::types::Value::Binary(b))),
+                    Some(Tok::Word { text, quoted: false }) if text.eq_ignore_ascii_case("DEFAULT") => None,
+                    Some(Tok::Word { text, quoted: false }) if text.eq_ignore_ascii_case("NULL") => {
+                        Some(Expr::Literal(crate::mssql::types::Value::Null))
+                    }
+                    // A bare word is passed as a string, case as written.
+                    Some(Tok::Word { text, .. }) => Some(Expr::StringLiteral { text, national: false }),
+                    _ => None,
+                };
+                args.push(ExecArg { name: arg_name, value });
                 let _ = self.eat_kw("OUTPUT") || self.eat_kw("OUT");
                 if !self.eat_sym(",") {
                     break;
                 }
             }
+        }
+        // sp_rename lives in `sys` and resolves from any database (a one-part
+        // `sp_rename` or `sys.sp_rename`).
+        let system = match name.parts.len() {
+            1 => true,
+            2 => name.schema().is_some_and(|s| s.eq_ignore_ascii_case("sys")),
+            _ => false,
+        };
+        if system && name.object().eq_ignore_ascii_case("sp_rename") {
+            return Ok(StatementKind::Rename(args));
         }
         Ok(StatementKind::ExecProcedure(name))
     }
@@ -906,6 +933,12 @@ impl Parser {
         self.pos += 1;
         if self.eat_kw("TABLE") {
             let table = self.object_name()?;
+            if self.eat_kw("ADD") {
+                return self.alter_table_add(table);
+            }
+            if self.eat_kw("DROP") {
+                return self.alter_table_drop(table);
+            }
             let enable = if self.eat_kw("ENABLE") {
                 true
             } else if self.eat_kw("DISABLE") {
@@ -1003,6 +1036,122 @@ impl Parser {
             return Ok(StatementKind::AlterDatabase { database, option });
         }
         Err(self.unexpected())
+    }
+
+    /// `ALTER TABLE t ADD column_definition [, …]`: a name, a type, NULL / NOT NULL,
+    /// COLLATE and `[CONSTRAINT name] DEFAULT constant [WITH VALUES]`, in any order
+    /// ("ALTER TABLE column_definition (Transact-SQL)",
+    /// <https://learn.microsoft.com/en-us/sql/t-sql/statements/alter-table-column-definition-transact-sql>).
+    /// `ADD COLUMN` is not T-SQL: COLUMN is reserved, so it is Msg 156. Table-level
+    /// constraints, IDENTITY and column constraints other than DEFAULT are not modelled.
+    fn alter_table_add(&mut self, table: ObjectName) -> PResult<StatementKind> {
+        let mut added = Vec::new();
+        loop {
+            if ["CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN", "INDEX"]
+                .iter()
+                .any(|k| self.is_kw(k))
+            {
+                return Err(error::not_supported("ALTER TABLE … ADD <table_constraint>"));
+            }
+            let name = self.ident()?;
+            let ty = self.column_type()?;
+            let mut column = ColumnDef {
+                name,
+                ty,
+                nullable: None,
+                primary_key: false,
+                pk_constraint: None,
+            };
+            let mut default: Option<DefaultDef> = None;
+            loop {
+                if self.eat_kw("NOT") {
+                    self.expect_kw("NULL")?;
+                    column.nullable = Some(false);
+                } else if self.eat_kw("NULL") {
+                    column.nullable = Some(true);
+                } else if (self.is_kw("DEFAULT") || self.is_kw("CONSTRAINT")) && default.is_none() {
+                    let name = if self.eat_kw("CONSTRAINT") {
+                        Some(self.ident()?)
+                    } else {
+                        None
+                    };
+                    if !self.eat_kw("DEFAULT") {
+                        return Err(error::not_supported(
+                            "ALTER TABLE … ADD column with a constraint other than DEFAULT",
+                        ));
+                    }
+                    let value = self.expr()?;
+                    let with_values = self.is_kw("WITH") && self.is_kw_at(1, "VALUES");
+                    if with_values {
+                        self.pos += 2;
+                    }
+                    default = Some(DefaultDef {
+                        name,
+                        value,
+                        with_values,
+                    });
+                } else if self.eat_kw("COLLATE") {
+                    let collation = self.ident()?;
+                    if let DeclaredType::System { ty, name } = &column.ty {
+                        if !super::collation::is_text(ty) {
+                            return Err(error::collate_invalid_for_type(name));
+                        }
+                    }
+                    if !super::collation::is_supported(&collation) {
+                        return Err(error::not_supported(&format!("COLLATE {collation}")));
+                    }
+                } else if ["PRIMARY", "UNIQUE", "CHECK", "REFERENCES", "FOREIGN", "IDENTITY"]
+                    .iter()
+                    .any(|k| self.is_kw(k))
+                {
+                    return Err(error::not_supported(
+                        "ALTER TABLE … ADD column with a constraint other than DEFAULT",
+                    ));
+                } else {
+                    break;
+                }
+            }
+            added.push(AddedColumn { column, default });
+            if !self.eat_sym(",") {
+                break;
+            }
+        }
+        Ok(StatementKind::AlterTableSchema {
+            table,
+            change: SchemaChange::Add(added),
+        })
+    }
+
+    /// `ALTER TABLE t DROP { [CONSTRAINT] [IF EXISTS] name | COLUMN [IF EXISTS] name
+    /// [, …] } [, …]`: after COLUMN, further bare names are columns too.
+    fn alter_table_drop(&mut self, table: ObjectName) -> PResult<StatementKind> {
+        let mut items = Vec::new();
+        let mut column = false;
+        loop {
+            if self.eat_kw("COLUMN") {
+                column = true;
+            } else if self.eat_kw("CONSTRAINT") {
+                column = false;
+            }
+            let if_exists = if self.is_kw("IF") && self.is_kw_at(1, "EXISTS") {
+                self.pos += 2;
+                true
+            } else {
+                false
+            };
+            items.push(DropItem {
+                column,
+                name: self.ident()?,
+                if_exists,
+            });
+            if !self.eat_sym(",") {
+                break;
+            }
+        }
+        Ok(StatementKind::AlterTableSchema {
+            table,
+            change: SchemaChange::Drop(items),
+        })
     }
 
     fn on_off(&mut self) -> PResult<bool> {
