@@ -18,7 +18,10 @@
 //! (a plain-batch `SET TRANSACTION ISOLATION LEVEL SNAPSHOT; BEGIN TRANSACTION`, the
 //! discover query, `CHANGETABLE(CHANGES …)` joined to the table, `COMMIT`), including a
 //! transaction that commits while ticks run; TRUNCATE of a caught-up table (a resync);
-//! the keyset-paginated snapshot over a `varchar` key with `-`, `'` and mixed case.
+//! the keyset-paginated snapshot over a `varchar` key with `-`, `'` and mixed case; the
+//! bounded `TOP` statements continuing inside a version by key; the incarnation query
+//! (`sys.database_recovery_status`) and the discover query's `sys.tables.modify_date`,
+//! which every scenario's sidecar runs.
 
 mod support;
 
@@ -554,6 +557,49 @@ async fn snapshot_over_a_varchar_key_with_hyphens_apostrophes_and_case_returns_e
     let mut want: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     want.sort();
     assert_eq!(sorted, want, "every row once");
+    sidecar.stop().await;
+    db.drop_database().await;
+}
+
+/// A transaction larger than one statement's `TOP` is read in bounded statements, each
+/// continuing inside the version after the last key (`SYS_CHANGE_VERSION = v AND key >
+/// CAST(@P AS <type>)`), as batches ending at parts of the version: every change once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_a_statement_is_read_in_bounded_statements_exactly_once() {
+    let mut db = Scratch::create("bounded").await;
+    db.sql("CREATE TABLE [dbo].[Lines] ([Id] int NOT NULL PRIMARY KEY, [Qty] int NOT NULL)")
+        .await;
+    db.sql("ALTER TABLE [dbo].[Lines] ENABLE CHANGE_TRACKING").await;
+    let redis = RedisServer::start().unwrap();
+    let pulsar = pulsar().await;
+    let sub = subscribe(&redis.url()).await;
+    let config = db.config(
+        &redis,
+        &pulsar.url,
+        "statement_rows = 7\nbatch_rows = 5",
+        &["name = \"dbo.Lines\"\nsnapshot = \"never\""],
+    );
+    let sidecar = spawn(config);
+    let key = format!("cdc-sidecar:checkpoint:{}:dbo.Lines", db.name);
+    wait_checkpoint(&redis, &key, "the sidecar to start", |_| true).await;
+    let values: Vec<String> = (1..=50).map(|i| format!("({i}, {i})")).collect();
+    db.sql(&format!("INSERT INTO [dbo].[Lines] VALUES {}", values.join(", ")))
+        .await;
+    let version = db.current_version().await;
+    let seen = wait_envelopes(&sub, &db.channel("dbo.Lines"), "the whole transaction", |e| {
+        e.iter()
+            .any(|b| b["to"] == serde_json::json!({"version": version, "part": null}))
+    })
+    .await;
+    let ids: Vec<i64> = changes(&seen)
+        .iter()
+        .map(|c| c["key"]["Id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=50).collect::<Vec<i64>>(), "every change once, in key order");
+    assert!(
+        seen.iter().any(|b| b["to"]["part"].is_u64()),
+        "the version was split into parts"
+    );
     sidecar.stop().await;
     db.drop_database().await;
 }
