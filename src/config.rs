@@ -302,6 +302,19 @@ pub struct CheckpointConfig {
     pub password: Option<Secret>,
     /// Path of a file holding the Redis password.
     pub password_file: Option<PathBuf>,
+    /// Redis 6+ ACL user (`AUTH <username> <password>`), when not in the URL. Without
+    /// it the password authenticates the `default` user. See "Redis ACL" in the README
+    /// for the commands and keys the user needs.
+    pub username: Option<String>,
+    /// PEM file of the CA that signed the server's certificate, for a Redis behind a
+    /// private CA that the system trust store does not know (`rediss://` only). When
+    /// set, only this CA is trusted, not the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate (chain) presented to a Redis that requires client certificates
+    /// (`tls-auth-clients yes`, mutual TLS); needs `key_file`. `rediss://` only.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
     /// Prefix of every key the sidecar writes, so several sidecars can share a Redis.
     pub key_prefix: String,
     /// How often an idle table's checkpoint follows the database version, in
@@ -316,6 +329,10 @@ impl Default for CheckpointConfig {
             url: "redis://127.0.0.1:6379/".into(),
             password: None,
             password_file: None,
+            username: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             key_prefix: "cdc-sidecar".into(),
             idle_write_interval_ms: 5_000,
         }
@@ -419,6 +436,19 @@ pub struct RedisPubSubConfig {
     pub password: Option<Secret>,
     /// Path of a file holding the Redis password.
     pub password_file: Option<PathBuf>,
+    /// Redis 6+ ACL user (`AUTH <username> <password>`), when not in the URL. Without
+    /// it the password authenticates the `default` user. See "Redis ACL" in the README
+    /// for the commands and keys the user needs.
+    pub username: Option<String>,
+    /// PEM file of the CA that signed the server's certificate, for a Redis behind a
+    /// private CA that the system trust store does not know (`rediss://` only). When
+    /// set, only this CA is trusted, not the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate (chain) presented to a Redis that requires client certificates
+    /// (`tls-auth-clients yes`, mutual TLS); needs `key_file`. `rediss://` only.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
     /// Channel per table; `{database}`, `{schema}` and `{table}` are replaced.
     pub channel: String,
     /// Codec for payloads of at least `compression_threshold_bytes`. Compressed
@@ -436,6 +466,10 @@ impl Default for RedisPubSubConfig {
             url: "redis://127.0.0.1:6379/".into(),
             password: None,
             password_file: None,
+            username: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             channel: "cdc:{database}.{schema}.{table}".into(),
             compression: Compression::Zstd,
             compression_threshold_bytes: 4_096,
@@ -661,10 +695,10 @@ impl Config {
             }
         }
         if sinks.redis_pubsub.enabled {
-            validate_redis_url("sinks.redis_pubsub.url", &sinks.redis_pubsub.url)?;
+            validate_redis(&sinks.redis_pubsub.endpoint())?;
             validate_template("sinks.redis_pubsub.channel", &sinks.redis_pubsub.channel)?;
         }
-        validate_redis_url("checkpoint.url", &self.checkpoint.url)?;
+        validate_redis(&self.checkpoint.endpoint())?;
         if self.checkpoint.key_prefix.is_empty() {
             return Err(invalid("checkpoint.key_prefix", "must not be empty"));
         }
@@ -710,10 +744,118 @@ fn validate_template(field: &str, template: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_redis_url(field: &str, url: &str) -> Result<(), ConfigError> {
-    redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|e| invalid(field, e.to_string()))
+/// Checks one Redis section: the URL parses, the TLS files are consistent, readable and
+/// PEM, and the client builds. Each error names the field at fault.
+fn validate_redis(endpoint: &RedisEndpoint<'_>) -> Result<(), ConfigError> {
+    let section = endpoint.section;
+    let info = redis::IntoConnectionInfo::into_connection_info(endpoint.url)
+        .map_err(|e| invalid(format!("{section}.url"), e.to_string()))?;
+    if let Some(username) = endpoint.username {
+        if username.is_empty() || username.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                format!("{section}.username"),
+                "must be a non-empty ACL user name without spaces",
+            ));
+        }
+    }
+    match (endpoint.cert_file, endpoint.key_file) {
+        (Some(_), None) => {
+            return Err(invalid(
+                format!("{section}.key_file"),
+                format!("required with {section}.cert_file (the client certificate's private key)"),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                format!("{section}.cert_file"),
+                format!("required with {section}.key_file (the certificate of that key)"),
+            ))
+        }
+        _ => {}
+    }
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    for (name, file) in [
+        ("ca_file", endpoint.ca_file),
+        ("cert_file", endpoint.cert_file),
+        ("key_file", endpoint.key_file),
+    ] {
+        if file.is_some() && !tls {
+            return Err(invalid(
+                format!("{section}.{name}"),
+                format!("TLS files need a rediss:// URL in {section}.url"),
+            ));
+        }
+    }
+    // Reads and checks the files (the messages name the field), then builds the client
+    // as the sidecar will.
+    redis_client(endpoint).map_err(|e| invalid(format!("{section}.url"), e.to_string()))?;
+    Ok(())
+}
+
+/// One Redis section's connection settings (`[checkpoint]` or `[sinks.redis_pubsub]`),
+/// borrowed from the configuration; [`redis_client`] builds the client.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisEndpoint<'a> {
+    /// The section's field prefix, for error messages: `checkpoint` or `sinks.redis_pubsub`.
+    pub section: &'static str,
+    /// `redis://` or `rediss://` URL.
+    pub url: &'a str,
+    /// ACL user, overriding one in the URL.
+    pub username: Option<&'a str>,
+    /// Password, overriding one in the URL.
+    pub password: Option<&'a Secret>,
+    /// PEM of a private CA to trust.
+    pub ca_file: Option<&'a Path>,
+    /// PEM client certificate (mutual TLS).
+    pub cert_file: Option<&'a Path>,
+    /// PEM key of `cert_file`.
+    pub key_file: Option<&'a Path>,
+}
+
+impl CheckpointConfig {
+    /// How to reach the checkpoint Redis.
+    pub fn endpoint(&self) -> RedisEndpoint<'_> {
+        RedisEndpoint {
+            section: "checkpoint",
+            url: &self.url,
+            username: self.username.as_deref(),
+            password: self.password.as_ref(),
+            ca_file: self.ca_file.as_deref(),
+            cert_file: self.cert_file.as_deref(),
+            key_file: self.key_file.as_deref(),
+        }
+    }
+}
+
+impl RedisPubSubConfig {
+    /// How to reach the Pub/Sub Redis.
+    pub fn endpoint(&self) -> RedisEndpoint<'_> {
+        RedisEndpoint {
+            section: "sinks.redis_pubsub",
+            url: &self.url,
+            username: self.username.as_deref(),
+            password: self.password.as_ref(),
+            ca_file: self.ca_file.as_deref(),
+            cert_file: self.cert_file.as_deref(),
+            key_file: self.key_file.as_deref(),
+        }
+    }
+}
+
+/// Reads one of a section's PEM files; the error names the field.
+fn read_pem(section: &str, name: &str, path: &Path, marker: &str) -> Result<Vec<u8>, redis::RedisError> {
+    let fail = |detail: String| {
+        redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "invalid Redis TLS file",
+            format!("{section}.{name}: {}: {detail}", path.display()),
+        ))
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if !String::from_utf8_lossy(&bytes).contains(marker) {
+        return Err(fail(format!("not PEM (no `{marker}` block)")));
+    }
+    Ok(bytes)
 }
 
 /// Fills a topic or channel template for one table.
@@ -724,13 +866,36 @@ pub fn render_template(template: &str, database: &str, schema: &str, table: &str
         .replace("{table}", table)
 }
 
-/// A Redis client for `url` (a checkpoint or Pub/Sub section), with the section's
-/// password when the URL has none.
-pub fn redis_client(url: &str, password: Option<&Secret>) -> Result<redis::Client, redis::RedisError> {
-    let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
-    if let Some(p) = password {
-        let settings = info.redis_settings().clone().set_password(p.expose());
-        info = info.set_redis_settings(settings);
+/// A Redis client for a checkpoint or Pub/Sub section: its URL, with the section's
+/// username and password when set, and over `rediss://` its CA and client certificate
+/// files (rustls; the system roots unless a CA file is given).
+pub fn redis_client(endpoint: &RedisEndpoint<'_>) -> Result<redis::Client, redis::RedisError> {
+    let mut info = redis::IntoConnectionInfo::into_connection_info(endpoint.url)?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(u) = endpoint.username {
+        settings = settings.set_username(u);
     }
-    redis::Client::open(info)
+    if let Some(p) = endpoint.password {
+        settings = settings.set_password(p.expose());
+    }
+    info = info.set_redis_settings(settings);
+    if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        return redis::Client::open(info);
+    }
+    // rustls needs a process-wide crypto provider; pulsar's (aws-lc-rs) is the one built
+    // in. An error only means one is installed already.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let section = endpoint.section;
+    let root_cert = endpoint
+        .ca_file
+        .map(|p| read_pem(section, "ca_file", p, "-----BEGIN CERTIFICATE-----"))
+        .transpose()?;
+    let client_tls = match (endpoint.cert_file, endpoint.key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read_pem(section, "cert_file", cert, "-----BEGIN CERTIFICATE-----")?,
+            client_key: read_pem(section, "key_file", key, "PRIVATE KEY-----")?,
+        }),
+        _ => None,
+    };
+    redis::Client::build_with_tls(info, redis::TlsCertificates { client_tls, root_cert })
 }

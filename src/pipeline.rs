@@ -96,7 +96,7 @@ pub async fn check(config: &Config) -> Result<CheckReport, RunError> {
 
 /// The checkpoint store of the configured database.
 pub async fn checkpoint_store(config: &Config) -> Result<RedisCheckpointStore, RunError> {
-    let client = redis_client(&config.checkpoint.url, config.checkpoint.password.as_ref())?;
+    let client = redis_client(&config.checkpoint.endpoint())?;
     Ok(RedisCheckpointStore::connect(client, &config.checkpoint.key_prefix, &config.source.database).await?)
 }
 

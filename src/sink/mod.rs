@@ -127,7 +127,7 @@ pub async fn build(config: &Config, routes: &[Arc<Route>], database: &str) -> Re
     }
     if config.sinks.redis_pubsub.enabled {
         let rp = &config.sinks.redis_pubsub;
-        let client = crate::config::redis_client(&rp.url, rp.password.as_ref())?;
+        let client = crate::config::redis_client(&rp.endpoint())?;
         sinks.push(Arc::new(RedisPubSubSink::connect(client, rp).await?));
     }
     Ok(sinks)

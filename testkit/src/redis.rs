@@ -11,6 +11,8 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: TempDir,
+    /// Extra `redis-server` arguments ([`RedisServer::start_with_args`]), kept for restarts.
+    extra: Vec<String>,
 }
 
 /// Errors starting the server.
@@ -38,11 +40,12 @@ impl RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = std::env::temp_dir().join(format!("testkit-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let child = spawn(port, &dir)?;
+        let child = spawn(port, &dir, &[])?;
         let server = Self {
             child,
             port,
             dir: TempDir(dir),
+            extra: Vec::new(),
         };
         wait_ready(port)?;
         Ok(server)
@@ -67,12 +70,12 @@ impl RedisServer {
     /// Starts it again, empty, on the same port, and waits until it accepts connections.
     pub fn restart(&mut self) -> Result<(), RedisServerError> {
         self.stop();
-        self.child = spawn(self.port, &self.dir.0)?;
+        self.child = spawn(self.port, &self.dir.0, &self.extra)?;
         wait_ready(self.port)
     }
 }
 
-fn spawn(port: u16, dir: &Path) -> Result<Child, RedisServerError> {
+fn spawn(port: u16, dir: &Path, extra: &[String]) -> Result<Child, RedisServerError> {
     Command::new("redis-server")
         .args([
             "--port",
@@ -86,6 +89,7 @@ fn spawn(port: u16, dir: &Path) -> Result<Child, RedisServerError> {
         ])
         .arg("--dir")
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -106,5 +110,28 @@ fn wait_ready(port: u16) -> Result<(), RedisServerError> {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+impl RedisServer {
+    /// [`RedisServer::start`] with extra `redis-server` arguments after the defaults
+    /// (later ones win), e.g. a TLS port and its certificates:
+    /// `["--tls-port", "6380", "--tls-cert-file", ..., "--tls-auth-clients", "yes"]`.
+    /// The plain port stays open, so the test can look at Redis without TLS; readiness
+    /// is awaited on it.
+    pub fn start_with_args(args: &[&str]) -> Result<Self, RedisServerError> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("testkit-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let extra: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = spawn(port, &dir, &extra)?;
+        let server = Self {
+            child,
+            port,
+            dir: TempDir(dir),
+            extra,
+        };
+        wait_ready(port)?;
+        Ok(server)
     }
 }
