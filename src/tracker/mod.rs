@@ -220,7 +220,8 @@ impl Reader {
                 } => r,
                 _ = shutdown.cancelled() => break,
             };
-            if result.is_ok() {
+            let result_ok = result.is_ok();
+            if result_ok {
                 failing = false;
             }
             match result {
@@ -254,6 +255,9 @@ impl Reader {
             }
             let delay = if failing {
                 interval.next_delay_jittered()
+            } else if last_seen.is_none() && result_ok {
+                // The tick stopped at its bounds with more to read: read on at once.
+                Duration::ZERO
             } else {
                 interval.next_delay()
             };
@@ -485,10 +489,22 @@ impl Reader {
         }
     }
 
-    /// Queues `item` for table `i`'s delivery task; [`Self::hand_over`] passes it on
-    /// once no transaction or statement is open.
+    /// Queues `item` for table `i`'s delivery task, never waiting: what its queue does
+    /// not take now, [`Self::hand_over`] passes on later.
     fn send(&mut self, i: usize, item: Delivery) {
-        self.tables[i].backlog.push_back(item);
+        let t = &mut self.tables[i];
+        t.backlog.push_back(item);
+        // Pass on at once what the queue takes without waiting, so delivery works in
+        // parallel with the rest of the read; the rest waits for [`Self::hand_over`].
+        while let Some(item) = t.backlog.pop_front() {
+            match t.tx.try_send(item) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item)) => {
+                    t.backlog.push_front(item);
+                    break;
+                }
+            }
+        }
     }
 
     /// Waits until `deadline` (the next tick), meanwhile passing queued items on as soon

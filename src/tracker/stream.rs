@@ -255,7 +255,7 @@ impl Reader {
     ) -> Result<Read, SourceError> {
         loop {
             let next = self.tables[i].next_split(position).filter(|((v, _), _)| *v <= upper);
-            let (end, sealed) = match next {
+            let (end, sealed, sent_bytes) = match next {
                 // A stored part ends ahead: re-read up to its end as one batch, as it
                 // was sent before the restart (same end, same number).
                 Some(((v, part), key)) => {
@@ -267,6 +267,7 @@ impl Reader {
                 }
                 None => self.read_segment(i, position, upper).await?,
             };
+            *budget = budget.saturating_sub(sent_bytes);
             for batch in sealed {
                 *budget = budget.saturating_sub(batch.payload.len());
                 self.tables[i].next_seq = batch.seq + 1;
@@ -294,7 +295,7 @@ impl Reader {
         from: Position,
         to: Position,
         key: Arc<str>,
-    ) -> Result<(Position, Vec<Batch>), SourceError> {
+    ) -> Result<(Position, Vec<Batch>, usize), SourceError> {
         let info = self.tables[i].info.clone();
         let after = self.tables[i].resume_key(from);
         let range = ChangesRange {
@@ -330,7 +331,7 @@ impl Reader {
         while let Some(row) = rows.try_next().await? {
             push_change_row(&mut builder, &info, &layout, row)?;
         }
-        Ok((to, vec![builder.finish(to, Some(key), Trailer::None)]))
+        Ok((to, vec![builder.finish(to, Some(key), Trailer::None)], 0))
     }
 
     /// One statement: at most `poll.statement_rows` changes after `from` up to `bound`,
@@ -340,7 +341,7 @@ impl Reader {
         i: usize,
         from: Position,
         bound: i64,
-    ) -> Result<(Position, Vec<Batch>), SourceError> {
+    ) -> Result<(Position, Vec<Batch>, usize), SourceError> {
         let info = self.tables[i].info.clone();
         let after = self.tables[i].resume_key(from);
         let limit = self.config.poll.statement_rows;
@@ -372,6 +373,11 @@ impl Reader {
         let layout = ChangeLayout::new(&info);
         let mut sealed = Vec::new();
         let mut new_splits = Vec::new();
+        // Sealed batches go straight to the delivery queue while it has room and nothing
+        // waits before them, so delivery works while the statement is still read.
+        let tx = self.tables[i].tx.clone();
+        let mut inline = self.tables[i].backlog.is_empty();
+        let mut sent: (usize, Option<u64>) = (0, None);
         // The version and key of the last change added, and how many were read.
         let mut last: Option<(i64, String)> = None;
         let mut read = 0usize;
@@ -382,6 +388,7 @@ impl Reader {
             if builder.is_full() {
                 if let Some(last) = last.take() {
                     cut(&mut builder, &source_json, last, version, &mut sealed, &mut new_splits);
+                    forward(&tx, &mut sealed, &mut inline, &mut sent);
                 }
             }
             let pushed = push_change_row(&mut builder, &info, &layout, row)?;
@@ -390,6 +397,7 @@ impl Reader {
             if let Some(change) = builder.take_last_over_max() {
                 if let Some(last) = last.take() {
                     cut(&mut builder, &source_json, last, version, &mut sealed, &mut new_splits);
+                    forward(&tx, &mut sealed, &mut inline, &mut sent);
                 }
                 builder.push_raw(change);
             }
@@ -397,6 +405,9 @@ impl Reader {
             read += 1;
         }
         drop(rows);
+        if let Some(seq) = sent.1 {
+            self.tables[i].next_seq = seq + 1;
+        }
         let end = match last {
             // The statement's TOP stopped it: end inside the last change's version, which
             // may have more changes.
@@ -421,7 +432,7 @@ impl Reader {
             }
         };
         self.tables[i].splits.extend(new_splits);
-        Ok((end, sealed))
+        Ok((end, sealed, sent.0))
     }
 }
 
@@ -443,6 +454,33 @@ fn cut(
     }
     let next = builder.next(source_json, to);
     sealed.push(std::mem::replace(builder, next).finish(to, split_key, Trailer::None));
+}
+
+/// Passes `sealed` batches to the delivery queue `tx` in order while it takes them
+/// without waiting; after the first it refuses, the rest of the statement's batches stay
+/// in `sealed` (order is kept). `sent` counts the bytes and the last number passed on.
+fn forward(
+    tx: &tokio::sync::mpsc::Sender<Delivery>,
+    sealed: &mut Vec<Batch>,
+    inline: &mut bool,
+    sent: &mut (usize, Option<u64>),
+) {
+    while *inline && !sealed.is_empty() {
+        let batch = sealed.remove(0);
+        let (bytes, seq) = (batch.payload.len(), batch.seq);
+        match tx.try_send(Delivery::Batch(batch)) {
+            Ok(()) => *sent = (sent.0 + bytes, Some(seq)),
+            Err(
+                tokio::sync::mpsc::error::TrySendError::Full(item)
+                | tokio::sync::mpsc::error::TrySendError::Closed(item),
+            ) => {
+                if let Delivery::Batch(batch) = item {
+                    sealed.insert(0, batch);
+                }
+                *inline = false;
+            }
+        }
+    }
 }
 
 /// Where a batch that started at `from` and whose last change has version `version`
