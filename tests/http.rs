@@ -4,18 +4,6 @@ mod support;
 
 use support::*;
 
-async fn http_get(port: u16, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, buf)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints_report_metrics_liveness_and_readiness() {
     use std::sync::Arc;

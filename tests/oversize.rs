@@ -74,18 +74,6 @@ fn id(change: &Value) -> i64 {
         .unwrap_or_else(|| panic!("no Id in {change}"))
 }
 
-async fn http_get(port: u16, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let status = buf.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, buf)
-}
-
 /// The value of `name` for the series with every label of `labels` (`key="value"`).
 fn metric(sidecar: &Sidecar, name: &str, labels: &[&str]) -> f64 {
     sidecar

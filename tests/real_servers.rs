@@ -303,6 +303,18 @@ impl Running {
     }
 }
 
+/// The first row of `sql` sent as an RPC (`sp_executesql`), as the sidecar sends its
+/// queries.
+async fn rpc_row(c: &mut Client, sql: &str) -> tiberius::Row {
+    c.query(sql, &[])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .expect("a row")
+}
+
 /// SQL Server's error number, if `e` is a server error.
 fn server_error(e: &TdsError) -> Option<u32> {
     match e {
@@ -327,23 +339,9 @@ async fn tick_transaction_opens_in_a_plain_batch_and_holds_across_rpcs() {
         .expect_err("SQL Server refuses a module that leaves a transaction open");
     // THEN 266, the transaction is left open, and the isolation level reverted.
     assert_eq!(server_error(&err), Some(266), "{err}");
-    let trancount = c
-        .query("SELECT @@TRANCOUNT", &[])
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let trancount = rpc_row(&mut c, "SELECT @@TRANCOUNT").await;
     assert_eq!(trancount.get::<i32, _>(0), Some(1));
-    let level = c
-        .query(isolation, &[])
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let level = rpc_row(&mut c, isolation).await;
     assert_eq!(level.get::<i16, _>(0), Some(2), "READ COMMITTED again after the module");
     exec(&mut c, "ROLLBACK TRANSACTION").await;
 
@@ -353,23 +351,9 @@ async fn tick_transaction_opens_in_a_plain_batch_and_holds_across_rpcs() {
         .unwrap()
         .expect("change tracking is on");
     // THEN the following RPCs run inside one SNAPSHOT transaction.
-    let trancount = c
-        .query("SELECT @@TRANCOUNT", &[])
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let trancount = rpc_row(&mut c, "SELECT @@TRANCOUNT").await;
     assert_eq!(trancount.get::<i32, _>(0), Some(1));
-    let level = c
-        .query(isolation, &[])
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let level = rpc_row(&mut c, isolation).await;
     assert_eq!(level.get::<i16, _>(0), Some(5), "SNAPSHOT");
     // A write committed elsewhere is invisible to the open snapshot.
     db.sql("CREATE TABLE [dbo].[T] ([Id] int NOT NULL PRIMARY KEY)").await;
@@ -380,14 +364,7 @@ async fn tick_transaction_opens_in_a_plain_batch_and_holds_across_rpcs() {
         .unwrap();
     assert_eq!(inside, Some(upper), "the snapshot still sees the version it began at");
     c.simple_query(sql::COMMIT).await.unwrap().into_results().await.unwrap();
-    let trancount = c
-        .query("SELECT @@TRANCOUNT", &[])
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap();
+    let trancount = rpc_row(&mut c, "SELECT @@TRANCOUNT").await;
     assert_eq!(trancount.get::<i32, _>(0), Some(0));
     let after = cdc_sidecar::source::query_scalar_i64(&mut c, sql::PROBE, &[])
         .await

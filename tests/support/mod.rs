@@ -232,6 +232,19 @@ pub async fn subscribe(url: &str) -> Subscriber {
     Subscriber { received, task }
 }
 
+/// `GET path` on 127.0.0.1:`port` → (status, whole response).
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let status = buf.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, buf)
+}
+
 /// Undoes the Redis sink's compression (the library's own [`cdc_sidecar::sink::decompress`]).
 pub fn decompress(payload: &[u8]) -> Vec<u8> {
     cdc_sidecar::sink::decompress(payload).expect("a payload the sink wrote")
