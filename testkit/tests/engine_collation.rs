@@ -12,17 +12,13 @@
 //! `WHERE k > CAST(@P1 AS varchar(50))` pages correctly.
 
 mod engine_support;
-
-use std::sync::Arc;
+mod engine_tds_support;
 
 use engine_support::shop;
-use testkit::mssql::engine::{Engine, DEFAULT_SA_PASSWORD};
-use testkit::mssql::wire::{MssqlServer, MssqlServerConfig};
-use tiberius::{AuthMethod, Client, Config, EncryptionLevel, ToSql};
-use tokio::net::TcpStream;
-use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
-
-type TdsClient = Client<Compat<TcpStream>>;
+use engine_tds_support::{Standin, TdsClient};
+use testkit::mssql::engine::Engine;
+use testkit::mssql::wire::MssqlServer;
+use tiberius::ToSql;
 
 /// The keys of the issue, inserted in this (arbitrary) order.
 const KEYS: [&str; 8] = ["b", "coop", "AC", "a-b", "co-op", "ab", "Co-Op2", "a'c"];
@@ -35,19 +31,9 @@ const WORD_ORDER: [&str; 8] = ["ab", "a-b", "AC", "a'c", "b", "coop", "co-op", "
 
 /// The stand-in serving `engine`, and a client logged in as `sa` on `Shop`.
 async fn connect(engine: &Engine) -> (MssqlServer, TdsClient) {
-    let server = MssqlServer::start(Arc::new(engine.clone()), MssqlServerConfig::default())
-        .await
-        .expect("server starts");
-    let mut config = Config::new();
-    config.host("127.0.0.1");
-    config.port(server.addr().port());
-    config.authentication(AuthMethod::sql_server("sa", DEFAULT_SA_PASSWORD));
-    config.encryption(EncryptionLevel::NotSupported);
-    config.database("Shop");
-    let tcp = TcpStream::connect(config.get_addr()).await.expect("tcp connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    let client = Client::connect(config, tcp.compat_write()).await.expect("login");
-    (server, client)
+    let standin = Standin::start(engine.clone()).await;
+    let client = standin.sa("Shop").await;
+    (standin.server, client)
 }
 
 /// `Shop` with `dbo.Keys (k varchar(50) PRIMARY KEY)` holding [`KEYS`].
