@@ -11,6 +11,7 @@
 //! And a batch is compiled whole before any of it runs.
 
 mod engine_support;
+mod engine_tds_support;
 
 use std::sync::Arc;
 
@@ -40,15 +41,9 @@ async fn serve(engine: &Engine) -> MssqlServer {
 }
 
 async fn connect(server: &MssqlServer) -> TdsClient {
-    let mut config = Config::new();
-    config.host("127.0.0.1");
-    config.port(server.addr().port());
-    config.authentication(AuthMethod::sql_server("sa", DEFAULT_SA_PASSWORD));
-    config.encryption(EncryptionLevel::NotSupported);
-    config.database("Shop");
-    let tcp = TcpStream::connect(config.get_addr()).await.expect("tcp connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    Client::connect(config, tcp.compat_write()).await.expect("login")
+    engine_tds_support::login(server, "sa", DEFAULT_SA_PASSWORD, "Shop")
+        .await
+        .expect("login")
 }
 
 /// The server error a request ended with.

@@ -34,17 +34,7 @@ impl Standin {
 
     /// A client logged in as `user`.
     pub async fn connect(&self, user: &str, password: &str, database: &str) -> tiberius::Result<TdsClient> {
-        let mut config = Config::new();
-        config.host("127.0.0.1");
-        config.port(self.server.addr().port());
-        config.authentication(AuthMethod::sql_server(user, password));
-        config.encryption(EncryptionLevel::NotSupported);
-        config.database(database);
-        let tcp = TcpStream::connect(config.get_addr()).await.expect("tcp connect");
-        tcp.set_nodelay(true).expect("nodelay");
-        tokio::time::timeout(DEADLINE, Client::connect(config, tcp.compat_write()))
-            .await
-            .expect("connect within the deadline")
+        login(&self.server, user, password, database).await
     }
 
     /// A client logged in as `sa`.
@@ -53,6 +43,21 @@ impl Standin {
             .await
             .expect("sa logs in")
     }
+}
+
+/// A client of `server` logged in as `user` on `database` (no TLS).
+pub async fn login(server: &MssqlServer, user: &str, password: &str, database: &str) -> tiberius::Result<TdsClient> {
+    let mut config = Config::new();
+    config.host("127.0.0.1");
+    config.port(server.addr().port());
+    config.authentication(AuthMethod::sql_server(user, password));
+    config.encryption(EncryptionLevel::NotSupported);
+    config.database(database);
+    let tcp = TcpStream::connect(config.get_addr()).await.expect("tcp connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    tokio::time::timeout(DEADLINE, Client::connect(config, tcp.compat_write()))
+        .await
+        .expect("connect within the deadline")
 }
 
 /// Runs a plain SQL batch; every result set, or the first error.
