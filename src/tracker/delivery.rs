@@ -299,14 +299,14 @@ impl DeliveryTask {
     }
 
     /// Runs a store write until it succeeds, with backoff; gives up only at shutdown.
-    async fn persist<'a, F>(&'a self, what: &str, write: impl Fn() -> F) -> Result<(), GaveUp>
+    async fn persist<'a, T, F>(&'a self, what: &str, write: impl Fn() -> F) -> Result<T, GaveUp>
     where
-        F: std::future::Future<Output = Result<(), crate::checkpoint::CheckpointError>> + 'a,
+        F: std::future::Future<Output = Result<T, crate::checkpoint::CheckpointError>> + 'a,
     {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5), 2.0);
         loop {
             match write().await {
-                Ok(()) => return Ok(()),
+                Ok(value) => return Ok(value),
                 Err(error) => {
                     warn!(table = %self.table, %error, "{what} failed; retrying");
                     if self.shutdown.is_cancelled() {
@@ -323,37 +323,24 @@ impl DeliveryTask {
 
     /// Advances the checkpoint to `to`, or with `reset: Some(incarnation)` sets it.
     async fn write(&self, to: Position, seq: u64, reset: Option<Option<&str>>) -> Result<(), GaveUp> {
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5), 2.0);
-        loop {
-            let result = if let Some(incarnation) = reset {
-                self.store
-                    .reset(&self.table, to.version, seq, incarnation)
-                    .await
-                    .map(|()| to)
-            } else {
-                self.store.advance(&self.table, to, seq).await
-            };
-            match result {
-                Ok(stored) => {
-                    self.checkpoint.store(stored.version, Ordering::Relaxed);
-                    self.metrics
-                        .checkpoint_version
-                        .with_label_values(&[&self.table])
-                        .set(stored.version);
-                    debug!(table = %self.table, position = ?stored, "checkpoint written");
-                    return Ok(());
+        let stored = self
+            .persist("checkpoint write", || async move {
+                match reset {
+                    Some(incarnation) => self
+                        .store
+                        .reset(&self.table, to.version, seq, incarnation)
+                        .await
+                        .map(|()| to),
+                    None => self.store.advance(&self.table, to, seq).await,
                 }
-                Err(error) => {
-                    warn!(table = %self.table, %error, position = ?to, "checkpoint write failed; retrying");
-                    if self.shutdown.is_cancelled() {
-                        return Err(GaveUp);
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                        _ = self.shutdown.cancelled() => {}
-                    }
-                }
-            }
-        }
+            })
+            .await?;
+        self.checkpoint.store(stored.version, Ordering::Relaxed);
+        self.metrics
+            .checkpoint_version
+            .with_label_values(&[&self.table])
+            .set(stored.version);
+        debug!(table = %self.table, position = ?stored, "checkpoint written");
+        Ok(())
     }
 }

@@ -495,16 +495,8 @@ impl Reader {
         let t = &mut self.tables[i];
         t.backlog.push_back(item);
         // Pass on at once what the queue takes without waiting, so delivery works in
-        // parallel with the rest of the read; the rest waits for [`Self::hand_over`].
-        while let Some(item) = t.backlog.pop_front() {
-            match t.tx.try_send(item) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(item) | mpsc::error::TrySendError::Closed(item)) => {
-                    t.backlog.push_front(item);
-                    break;
-                }
-            }
-        }
+        // parallel with the rest of the read; a stopped task shows at the next hand-over.
+        let _ = t.drain();
     }
 
     /// Waits until `deadline` (the next tick), meanwhile passing queued items on as soon
@@ -558,16 +550,7 @@ impl Reader {
     fn hand_over(&mut self) -> Result<bool, SourceError> {
         let mut sent = false;
         for t in &mut self.tables {
-            while let Some(item) = t.backlog.pop_front() {
-                match t.tx.try_send(item) {
-                    Ok(()) => sent = true,
-                    Err(mpsc::error::TrySendError::Full(item)) => {
-                        t.backlog.push_front(item);
-                        break;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped(&t.info)),
-                }
-            }
+            sent |= t.drain().map_err(|()| stopped(&t.info))?;
         }
         Ok(sent)
     }

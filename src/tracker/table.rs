@@ -77,6 +77,28 @@ pub(super) struct Table {
 }
 
 impl Table {
+    /// Passes queued items to the delivery task, in order, as far as its bounded queue
+    /// takes them without waiting. Returns whether anything was passed on, or `Err` when
+    /// the delivery task has stopped.
+    pub(super) fn drain(&mut self) -> Result<bool, ()> {
+        let mut sent = false;
+        while let Some(item) = self.backlog.pop_front() {
+            match self.tx.try_send(item) {
+                Ok(()) => sent = true,
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    self.backlog.push_front(item);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(item)) => {
+                    // Kept, so every later hand-over reports the stopped task too.
+                    self.backlog.push_front(item);
+                    return Err(());
+                }
+            }
+        }
+        Ok(sent)
+    }
+
     /// The key after which reading continues from `position` inside its version.
     pub(super) fn resume_key(&self, position: Position) -> Option<Arc<str>> {
         position
