@@ -171,15 +171,7 @@ async fn sigkill_mid_stream_then_restart_delivers_everything_at_least_once_in_or
 
     // THEN a restart delivers everything, at least once and in order
     h.pulsar.hold_receipts_for(std::time::Duration::ZERO);
-    // The killed process's lease would expire within 15 s; an operator who knows it is
-    // gone may clear it, as this test does to stay fast.
-    let client = redis::Client::open(h.redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: i64 = redis::cmd("DEL")
-        .arg(format!("cdc-sidecar:lock:{DB}"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    h.clear_lease().await;
     let child = spawn();
     h.wait_checkpoint("dbo.Orders", "everything after the restart", |c| c == last)
         .await;

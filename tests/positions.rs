@@ -216,18 +216,7 @@ fn spawn_sidecar(dir: &Path, n: usize) -> SidecarProcess {
 /// answer again.
 async fn before_restart(h: &Harness) {
     h.pulsar.hold_receipts_for(Duration::ZERO);
-    before_restart_lock_only(h).await;
-}
-
-/// Clears a killed sidecar's lease.
-async fn before_restart_lock_only(h: &Harness) {
-    let client = redis::Client::open(h.redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: i64 = redis::cmd("DEL")
-        .arg(format!("cdc-sidecar:lock:{DB}"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    h.clear_lease().await;
 }
 
 // ---- checkpoints and waiting --------------------------------------------------------
@@ -659,7 +648,7 @@ async fn a_batch_ending_in_the_first_part_of_a_version_after_another_version_is_
     // WHEN the sidecar starts, the broker stores that batch but holds its receipt, and
     // the sidecar is SIGKILLed
     let before = hold_receipts(h);
-    before_restart_lock_only(h).await;
+    h.clear_lease().await;
     let mut child = spawn_sidecar(dir.path(), 2);
     let held = wait_stuck(h, before).await;
     child.kill();

@@ -228,6 +228,7 @@ async fn sigkill_during_a_resync_snapshot_resumes_the_resync_after_restart() {
         "recorded before it was announced"
     );
     // THEN after the restart the resync is announced again and the snapshot completes
+    h.clear_lease().await;
     let _child = spawn();
     let envs = wait_for("the snapshot to complete after the restart", || {
         let envs = h.pulsar_envelopes(ORDERS_TOPIC);

@@ -200,6 +200,18 @@ listen = "127.0.0.1:0"
         }
     }
 
+    /// Clears a killed sidecar's lease (it would expire within 15 s; an operator who
+    /// knows the process is gone may clear it, as the tests do to stay fast).
+    pub async fn clear_lease(&self) {
+        let client = redis::Client::open(self.redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: i64 = redis::cmd("DEL")
+            .arg(format!("cdc-sidecar:lock:{DB}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
     /// Every key in Redis.
     pub async fn redis_keys(&self) -> Vec<String> {
         let client = redis::Client::open(self.redis.url()).unwrap();
